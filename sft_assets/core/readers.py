@@ -1,0 +1,605 @@
+"""Readers: one corpus file in, normalized records and quarantine rows out.
+
+The format is found from the extension and the content (never from a list of
+known file names). Every unit read is accounted for: it becomes a record or a
+quarantine row with a reason, so ``rows_read == normalized + quarantined``
+holds for every file. Only a file that cannot be opened raises.
+
+Decisions worth knowing:
+- Literal ``\\n`` / ``\\t`` escapes (alpaca_cot) are turned into real newlines
+  and tabs when at least a fifth of the file's records carry them; a file
+  with a few code snippets that print ``"\\n"`` (0.1% of records in the real
+  corpora) is left as it is. The decision is per file and reported in ``notes``.
+- A JSON array damaged part way keeps every complete record before the
+  damage; the rest is one quarantine row with the byte offset. A trailing
+  comma before the closing bracket is tolerated and noted.
+- A record repeated inside the same file is quarantined as
+  ``duplicate_in_file`` pointing at the first copy, so ``record_id`` stays
+  unique within a partition. Copies across files are the pool's business.
+- gsm8k-style TSV (question, answer, rationale, no header) becomes SFT with
+  ``output = rationale + "\\n#### " + answer``, the GSM8K answer convention.
+- HH-RLHF dialogues: ``prompt`` is the last human turn of the shared prefix,
+  earlier turns go to ``history``, ``chosen``/``rejected`` are the final
+  assistant turns. Pairs that diverge earlier are quarantined.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import gzip
+import io
+import json
+import re
+import zlib
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, Iterator
+
+import polars as pl
+
+from sft_assets.core.records import (
+    QUARANTINE_SCHEMA,
+    RAW_EXCERPT_CHARS,
+    RECORD_SCHEMA,
+    detect_lang,
+    embedding_text,
+    normalize_text,
+    record_id,
+)
+
+DEFAULT_CATEGORY_GLOBS = ("zh_categories/*", "alpaca_cot/*", "categories/*")
+SPLIT_SUFFIX = re.compile(r"_(train|test|dev|val|validation)$")
+
+
+@dataclass(frozen=True)
+class ReaderOptions:
+    """Knobs a user may need to turn for their own files."""
+
+    max_decompressed_bytes: int = 1 << 30
+    # Files whose stem names the category of all their records (relative globs).
+    category_globs: tuple[str, ...] = DEFAULT_CATEGORY_GLOBS
+
+
+@dataclass
+class ReadResult:
+    records: pl.DataFrame
+    quarantine: pl.DataFrame
+    rows_read: int
+    format: str
+    notes: list[str] = field(default_factory=list)
+
+
+class UnreadableFile(Exception):
+    """The file could not be opened or read at all (permissions, I/O error)."""
+
+
+class RecordError(Exception):
+    """One unit could not be normalized; ``reason`` is the quarantine code."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(detail or reason)
+        self.reason = reason
+        self.detail = detail or reason
+
+
+@dataclass
+class _Unit:
+    """One thing read from a file: a parsed value, or the error that stopped it."""
+
+    source_row: int
+    source_line: int | None
+    value: Any = None
+    byte_offset: int | None = None
+    error: RecordError | None = None
+    raw: str | None = None
+
+
+# ---------------------------------------------------------------- bytes, text
+
+
+def _read_bytes(path, cap: int) -> tuple[bytes | None, RecordError | None]:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+            fh.seek(0)
+            if head != b"\x1f\x8b":
+                return fh.read(), None
+            return _gunzip_capped(fh, cap)
+    except OSError as exc:
+        raise UnreadableFile(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _gunzip_capped(fh, cap: int) -> tuple[bytes | None, RecordError | None]:
+    """Decompress at most ``cap`` bytes: a gzip bomb stops at the cap."""
+    out = bytearray()
+    try:
+        with gzip.GzipFile(fileobj=fh) as gz:
+            while chunk := gz.read(1 << 20):
+                out += chunk
+                if len(out) > cap:
+                    return None, RecordError(
+                        "decompressed_size_cap",
+                        f"gzip content expands past the cap of {cap} bytes; not read",
+                    )
+    except (OSError, EOFError, zlib.error) as exc:
+        return None, RecordError("bad_gzip", f"gzip stream is damaged: {exc}")
+    return bytes(out), None
+
+
+def _decode(data: bytes, notes: list[str]) -> str:
+    """UTF-8 (BOM or not), UTF-16/32 by BOM or zero-byte pattern, else Latin-1."""
+    for bom, codec in (
+        (b"\xef\xbb\xbf", "utf-8-sig"),
+        (b"\xff\xfe\x00\x00", "utf-32"),
+        (b"\x00\x00\xfe\xff", "utf-32"),
+        (b"\xff\xfe", "utf-16"),
+        (b"\xfe\xff", "utf-16"),
+    ):
+        if data.startswith(bom):
+            if codec != "utf-8-sig":
+                notes.append(f"decoded as {codec} (byte order mark)")
+            return data.decode(codec, errors="strict")
+    sample = data[:4096]
+    if sample and sample.count(0) > len(sample) // 4:
+        even, odd = sample[0::2].count(0), sample[1::2].count(0)
+        codec = "utf-16-le" if odd > even else "utf-16-be"
+        try:
+            text = data.decode(codec)
+            notes.append(f"decoded as {codec} (no byte order mark)")
+            return text
+        except UnicodeDecodeError:
+            raise RecordError("binary_content", "file holds binary data, not text") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if b"\x00" in sample:
+            raise RecordError("binary_content", "file holds binary data, not text") from None
+        notes.append(f"not valid UTF-8 ({exc.reason} at byte {exc.start}); decoded as Latin-1")
+        return data.decode("latin-1")
+
+
+# ---------------------------------------------------------------- formats
+
+
+def _sniff_format(name: str, text: str) -> str:
+    suffixes = [s.lower() for s in PurePosixPath(name).suffixes if s.lower() != ".gz"]
+    ext = suffixes[-1] if suffixes else ""
+    head = text.lstrip()[:1]
+    if ext in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if ext == ".json" or head in ("[", "{"):
+        if head == "[":
+            return "json_array"
+        if head == "{":
+            return "json_object_or_lines"
+        return "json_unknown"
+    if ext == ".tsv":
+        return "tsv"
+    if ext == ".csv":
+        return "csv"
+    first_line = text.split("\n", 1)[0]
+    if "\t" in first_line:
+        return "tsv"
+    if "," in first_line:
+        return "csv"
+    return "unknown"
+
+
+def _byte_offset(text: str, char_index: int) -> int:
+    return len(text[:char_index].encode("utf-8"))
+
+
+_SEPARATOR = re.compile(r"\s*(,\s*)?")
+
+
+def _json_array_units(text: str, notes: list[str]) -> Iterator[_Unit]:
+    """Elements of a JSON array, one at a time, surviving damage part way."""
+    decoder = json.JSONDecoder()
+    pos = text.index("[") + 1
+    line = text.count("\n", 0, pos) + 1
+    row = 0
+    while True:
+        sep = _SEPARATOR.match(text, pos)
+        had_comma = bool(sep.group(1))
+        line += text.count("\n", pos, sep.end())
+        pos = sep.end()
+        if pos >= len(text):
+            yield _damaged_tail(text, pos, row, line, "truncated_json", "array ends without ']'")
+            return
+        if text[pos] == "]":
+            if had_comma and row:
+                notes.append(f"trailing comma before ']' at byte {_byte_offset(text, pos)} tolerated")
+            if text[pos + 1 :].strip():
+                yield _damaged_tail(text, pos + 1, row, line, "invalid_json", "content after the closing ']'")
+            return
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            reason = "truncated_json" if exc.pos >= len(text.rstrip()) - 1 else "invalid_json"
+            yield _damaged_tail(text, pos, row, line, reason, f"{exc.msg}; rest of the file not parsed")
+            return
+        yield _Unit(row, line, value)
+        line += text.count("\n", pos, end)
+        pos, row = end, row + 1
+
+
+def _damaged_tail(text: str, pos: int, row: int, line: int, reason: str, detail: str) -> _Unit:
+    offset = _byte_offset(text, pos)
+    return _Unit(
+        row,
+        line,
+        byte_offset=offset,
+        error=RecordError(reason, f"{detail} (from byte {offset}, line {line})"),
+        raw=text[pos : pos + RAW_EXCERPT_CHARS],
+    )
+
+
+def _json_lines_units(text: str) -> Iterator[_Unit]:
+    row = 0
+    for line_no, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield _Unit(row, line_no, json.loads(line))
+        except json.JSONDecodeError as exc:
+            yield _Unit(
+                row, line_no, error=RecordError("invalid_json", f"line {line_no}: {exc.msg}"), raw=line[:RAW_EXCERPT_CHARS]
+            )
+        row += 1
+
+
+def _json_object_units(text: str, notes: list[str]) -> Iterator[_Unit]:
+    """One JSON object: a record, or a wrapper holding a list of records; else JSON lines."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        yield from _json_lines_units(text)
+        return
+    lists = [k for k, v in value.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
+    if len(lists) == 1 and not _looks_like_record(value):
+        notes.append(f"records read from the list under key {lists[0]!r}")
+        for row, item in enumerate(value[lists[0]]):
+            yield _Unit(row, None, item)
+    else:
+        yield _Unit(0, 1, value)
+
+
+def _looks_like_record(value: dict) -> bool:
+    return bool({"instruction", "chosen", "question", "Question", "prompt", "instances"} & set(value))
+
+
+MC_LETTERS = ("A", "B", "C", "D", "E", "F")
+
+
+def _table_units(text: str, delimiter: str) -> Iterator[_Unit]:
+    """CSV/TSV rows as dicts; a header is used when it names known columns."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        first = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        yield _Unit(0, 1, error=RecordError("invalid_csv", str(exc)))
+        return
+    header = _table_header(first)
+    row = 0
+    pending = [] if header else [(1, first)]
+    line_start = reader.line_num + 1
+    while True:
+        if pending:
+            line_no, cells = pending.pop()
+        else:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield _Unit(row, line_start, error=RecordError("invalid_csv", str(exc)))
+                return
+            line_no, line_start = line_start, reader.line_num + 1
+        if not any(c.strip() for c in cells):
+            continue
+        yield _table_row_unit(row, line_no, cells, header)
+        row += 1
+
+
+def _table_header(cells: list[str]) -> list[str] | None:
+    names = [c.strip().lower() for c in cells]
+    known = {"question", "answer", "instruction", "input", "output", "prompt", "response", "chosen", "rejected"}
+    return names if known & set(names) else None
+
+
+def _table_row_unit(row: int, line_no: int, cells: list[str], header: list[str] | None) -> _Unit:
+    raw = "\t".join(cells)[:RAW_EXCERPT_CHARS]
+    if header is not None:
+        if len(cells) != len(header):
+            return _Unit(row, line_no, error=RecordError(
+                "bad_columns", f"{len(cells)} cells, header has {len(header)}"), raw=raw)
+        return _Unit(row, line_no, _table_mapping(dict(zip(header, cells))))
+    if len(cells) == 3:  # question, answer, rationale (gsm8k)
+        question, answer, rationale = cells
+        return _Unit(row, line_no, {"instruction": question, "output": f"{rationale.strip()}\n#### {answer.strip()}"})
+    if len(cells) == 2:
+        return _Unit(row, line_no, {"instruction": cells[0], "output": cells[1]})
+    return _Unit(row, line_no, error=RecordError(
+        "bad_columns", f"{len(cells)} cells and no header naming the columns"), raw=raw)
+
+
+def _table_mapping(mapping: dict[str, str]) -> dict[str, Any]:
+    """A header row's cells: multiple choice when it has option letters, else as named."""
+    letters = [x for x in MC_LETTERS if x.lower() in mapping]
+    if "question" in mapping and len(letters) >= 2:
+        return {
+            "question": mapping["question"],
+            "options": [mapping[x.lower()] for x in letters],
+            "answer": mapping.get("answer", ""),
+        }
+    return {k: v for k, v in mapping.items() if k}
+
+
+# ---------------------------------------------------------------- records
+
+
+def _text(obj: dict, key: str) -> str | None:
+    """A string field; numbers and booleans are written as text, null is absent."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)):
+        return str(value)
+    raise RecordError(f"bad_type:{key}", f"field {key!r} is a {type(value).__name__}, expected text")
+
+
+def _required(obj: dict, key: str, *aliases: str) -> str:
+    for name in (key, *aliases):
+        value = _text(obj, name)
+        if value is not None and value.strip():
+            return value
+    if any(name in obj for name in (key, *aliases)):
+        raise RecordError(f"empty_field:{key}", f"field {key!r} is empty")
+    raise RecordError(f"missing_field:{key}", f"no field {key!r} (keys: {sorted(obj)[:12]})")
+
+
+def _history(value: Any) -> list[dict[str, str]]:
+    """``[[prompt, response], ...]`` or ``[{prompt, response}, ...]``; "" and null mean none."""
+    if value in (None, "", []):
+        return []
+    if not isinstance(value, list):
+        raise RecordError("bad_type:history", f"history is a {type(value).__name__}, expected a list of turns")
+    turns = []
+    for turn in value:
+        if isinstance(turn, (list, tuple)) and len(turn) == 2 and all(isinstance(t, str) for t in turn):
+            turns.append({"prompt": turn[0], "response": turn[1]})
+        elif isinstance(turn, dict) and isinstance(turn.get("prompt"), str) and isinstance(turn.get("response"), str):
+            turns.append({"prompt": turn["prompt"], "response": turn["response"]})
+        else:
+            raise RecordError("bad_type:history", "a history turn is not a [prompt, response] pair")
+    return turns
+
+
+_TURN_SPLIT = re.compile(r"\n\n(Human|Assistant): ")
+
+
+def _dialogue_turns(text: str) -> list[tuple[str, str]]:
+    parts = _TURN_SPLIT.split("\n\n" + text.lstrip("\n") if not text.startswith("\n\n") else text)
+    if parts[0].strip():
+        raise RecordError("malformed_dialogue", "text before the first 'Human:' turn")
+    turns: list[tuple[str, str]] = []
+    for i in range(1, len(parts) - 1, 2):
+        role, text = parts[i], parts[i + 1]
+        if turns and turns[-1][0] == role:  # a quoted "Assistant:" inside an answer
+            turns[-1] = (role, f"{turns[-1][1]}\n\n{role}: {text}")
+        else:
+            turns.append((role, text))
+    return turns
+
+
+def _preference(obj: dict) -> dict[str, Any]:
+    chosen, rejected = _required(obj, "chosen"), _required(obj, "rejected")
+    if "prompt" in obj:
+        return {"prompt": _required(obj, "prompt"), "chosen": chosen, "rejected": rejected,
+                "history": _history(obj.get("history"))}
+    if "\n\nHuman:" not in chosen and not chosen.startswith("Human:"):
+        raise RecordError("missing_field:prompt", "no prompt field and no 'Human:' dialogue turns")
+    c_turns, r_turns = _dialogue_turns(chosen), _dialogue_turns(rejected)
+    if not c_turns or not r_turns or c_turns[-1][0] != "Assistant" or r_turns[-1][0] != "Assistant":
+        raise RecordError("malformed_dialogue", "a dialogue does not end with an assistant turn")
+    if c_turns[:-1] != r_turns[:-1]:
+        raise RecordError("preference_diverges_early", "chosen and rejected differ before the final assistant turn")
+    prefix = c_turns[:-1]
+    roles = [role for role, _ in prefix]
+    if len(prefix) % 2 != 1 or roles != ["Human", "Assistant"] * (len(prefix) // 2) + ["Human"]:
+        raise RecordError("malformed_dialogue", "turns do not alternate Human/Assistant")
+    history = [{"prompt": prefix[i][1], "response": prefix[i + 1][1]} for i in range(0, len(prefix) - 1, 2)]
+    return {"prompt": prefix[-1][1], "chosen": c_turns[-1][1], "rejected": r_turns[-1][1], "history": history}
+
+
+def _multiple_choice(obj: dict) -> dict[str, Any]:
+    question = _required(obj, "question", "Question")
+    options = obj.get("options")
+    if options is None:
+        options = [obj[x] for x in MC_LETTERS if x in obj]
+    if not isinstance(options, list) or len(options) < 2:
+        raise RecordError("bad_options", "fewer than two options")
+    options = [_text({"option": o}, "option") or "" for o in options]
+    answer = (_text(obj, "answer") or _text(obj, "Answer") or "").strip().upper()
+    letters = [chr(ord("A") + i) for i in range(len(options))]
+    if answer not in letters:
+        raise RecordError("bad_answer", f"answer {answer!r} is not one of {letters}")
+    return {"question": question, "options": options, "answer": answer}
+
+
+def _sft(obj: dict) -> dict[str, Any]:
+    instruction = _required(obj, "instruction", "prompt")
+    output = next((_text(obj, k) for k in ("output", "response", "completion") if k in obj), None)
+    if output is None:
+        raise RecordError("missing_field:output", f"no field 'output' (keys: {sorted(obj)[:12]})")
+    return {"instruction": instruction, "input": _text(obj, "input") or "", "output": output,
+            "history": _history(obj.get("history"))}
+
+
+def _classify(obj: Any) -> list[tuple[str, dict[str, Any]]]:
+    """(kind, fields) for one parsed value; self-instruct tasks expand to one per instance."""
+    if not isinstance(obj, dict):
+        raise RecordError("not_an_object", f"a {type(obj).__name__}, expected an object")
+    if "chosen" in obj or "rejected" in obj:
+        return [("preference", _preference(obj))]
+    if "instances" in obj:
+        instruction = _required(obj, "instruction")
+        instances = obj["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise RecordError("bad_type:instances", "instances is not a non-empty list")
+        if not all(isinstance(inst, dict) for inst in instances):
+            raise RecordError("bad_type:instances", "an instance is not an object")
+        return [("sft", _sft({**inst, "instruction": instruction})) for inst in instances]
+    if "question" in obj or "Question" in obj:
+        return [("multiple_choice", _multiple_choice(obj))]
+    return [("sft", _sft(obj))]
+
+
+def _unescape(fields: dict[str, Any]) -> dict[str, Any]:
+    def fix(s: str) -> str:
+        return s.replace("\\n", "\n").replace("\\t", "\t")
+
+    out = {}
+    for key, value in fields.items():
+        if isinstance(value, str):
+            out[key] = fix(value)
+        elif key == "history":
+            out[key] = [{k: fix(v) for k, v in turn.items()} for turn in value]
+        elif key == "options":
+            out[key] = [fix(v) for v in value]
+        else:
+            out[key] = value
+    return out
+
+
+def _escaped_share(items: list[dict[str, Any]]) -> float:
+    def escaped(fields: dict[str, Any]) -> bool:
+        return any(isinstance(v, str) and "\\n" in v for v in fields.values())
+
+    return sum(map(escaped, items)) / len(items) if items else 0.0
+
+
+def _normalize_fields(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in fields.items():
+        if isinstance(value, str):
+            out[key] = normalize_text(value)
+        elif key == "history":
+            out[key] = [{k: normalize_text(v) for k, v in turn.items()} for turn in value]
+        elif key == "options":
+            out[key] = [normalize_text(v) for v in value]
+        else:
+            out[key] = value
+    return out
+
+
+def file_category(relpath: str, options: ReaderOptions) -> str | None:
+    if any(fnmatch.fnmatch(relpath, pattern) for pattern in options.category_globs):
+        return SPLIT_SUFFIX.sub("", PurePosixPath(relpath).name.split(".")[0])
+    return None
+
+
+def dataset_name(relpath: str) -> str:
+    parts = PurePosixPath(relpath).parts
+    return parts[0] if len(parts) > 1 else PurePosixPath(relpath).name.split(".")[0]
+
+
+def _quarantine_row(corpus: str, unit: _Unit, error: RecordError, duplicate_of: str | None = None) -> dict:
+    raw = unit.raw
+    if raw is None and unit.value is not None:
+        raw = json.dumps(unit.value, ensure_ascii=False, default=str)[:RAW_EXCERPT_CHARS]
+    return {"corpus": corpus, "source": corpus, "source_row": unit.source_row, "source_line": unit.source_line,
+            "byte_offset": unit.byte_offset, "reason": error.reason, "detail": error.detail,
+            "duplicate_of": duplicate_of, "raw": raw}
+
+
+def read_file(path, relpath: str, options: ReaderOptions = ReaderOptions()) -> ReadResult:
+    """Read one corpus file into normalized records and quarantine rows.
+
+    ``relpath`` is the file's path under the raw root; it becomes ``corpus``
+    and ``source``. Raises ``UnreadableFile`` only when the file cannot be read.
+    """
+    notes: list[str] = []
+    data, error = _read_bytes(path, options.max_decompressed_bytes)
+    fmt = "unknown"
+    units: list[_Unit]
+    if error is None:
+        try:
+            text = _decode(data, notes)
+        except RecordError as exc:
+            error = exc
+    if error is not None:
+        units = [_Unit(0, None, error=error, raw=None)]
+    elif not text.strip():
+        units = [_Unit(0, None, error=RecordError("empty_file", "the file holds no data"))]
+    else:
+        fmt = _sniff_format(relpath, text)
+        units = list(_units(fmt, text, notes))
+    return _normalize_units(relpath, units, fmt, notes, options)
+
+
+def _units(fmt: str, text: str, notes: list[str]) -> Iterator[_Unit]:
+    if fmt == "json_array":
+        return _json_array_units(text, notes)
+    if fmt == "json_object_or_lines":
+        return _json_object_units(text, notes)
+    if fmt == "jsonl":
+        return _json_lines_units(text)
+    if fmt in ("csv", "tsv"):
+        return _table_units(text, "," if fmt == "csv" else "\t")
+    detail = "not JSON, JSON lines, CSV or TSV" if fmt == "unknown" else "JSON file that is neither an array nor objects"
+    return iter([_Unit(0, 1, error=RecordError("unknown_format", detail), raw=text[:RAW_EXCERPT_CHARS])])
+
+
+def _normalize_units(relpath: str, units: list[_Unit], fmt: str, notes: list[str], options: ReaderOptions) -> ReadResult:
+    category = file_category(relpath, options)
+    dataset = dataset_name(relpath)
+    parsed: list[tuple[_Unit, str, dict[str, Any]]] = []
+    quarantine: list[dict] = []
+    rows_read = 0
+    for unit in units:
+        if unit.error is not None:
+            rows_read += 1
+            quarantine.append(_quarantine_row(relpath, unit, unit.error))
+            continue
+        try:
+            classified = _classify(unit.value)
+        except RecordError as exc:
+            rows_read += 1
+            quarantine.append(_quarantine_row(relpath, unit, exc))
+            continue
+        rows_read += len(classified)
+        parsed.extend((unit, kind, fields) for kind, fields in classified)
+    if _escaped_share([f for _, _, f in parsed]) >= 0.2:
+        notes.append("literal \\n and \\t escapes turned into newlines and tabs")
+        parsed = [(u, k, _unescape(f)) for u, k, f in parsed]
+    records: list[dict] = []
+    first_row: dict[str, int] = {}
+    for unit, kind, fields in parsed:
+        fields = _normalize_fields(kind, fields)
+        rid = record_id(kind, fields)
+        if rid in first_row:
+            quarantine.append(_quarantine_row(
+                relpath, unit, RecordError("duplicate_in_file", f"same content as source_row {first_row[rid]}"), rid))
+            continue
+        first_row[rid] = unit.source_row
+        own_category = unit.value.get("category") if isinstance(unit.value, dict) else None
+        row = {"record_id": rid, "corpus": relpath, "dataset": dataset, "source": relpath,
+               "source_row": unit.source_row, "source_line": unit.source_line, "kind": kind,
+               "category": own_category if isinstance(own_category, str) and own_category else category,
+               **fields}
+        row["lang"] = detect_lang(embedding_text(row))
+        records.append(row)
+    return ReadResult(
+        records=pl.DataFrame(records, schema=RECORD_SCHEMA) if records else pl.DataFrame(schema=RECORD_SCHEMA),
+        quarantine=pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA) if quarantine
+        else pl.DataFrame(schema=QUARANTINE_SCHEMA),
+        rows_read=rows_read,
+        format=fmt,
+        notes=notes,
+    )

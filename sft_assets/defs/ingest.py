@@ -1,0 +1,88 @@
+"""Ingest: each raw file becomes a partition of normalized records and quarantine rows."""
+
+
+import dagster as dg
+import polars as pl
+
+from sft_assets.core.rawfiles import relpath_of
+from sft_assets.core.readers import UnreadableFile, read_file
+from sft_assets.defs.metadata import markdown_table, table_metadata
+from sft_assets.defs.partitions import corpus_partitions
+from sft_assets.defs.resources import RawRoot
+
+RECORD_PREVIEW = ["record_id", "kind", "lang", "category", "source_row", "instruction", "prompt", "question"]
+
+
+class IngestConfig(dg.Config):
+    max_quarantine_share: float = 0.2
+    """A file with more of its rows quarantined than this gets a warning check."""
+
+
+@dg.multi_asset(
+    outs={
+        "raw_records": dg.AssetOut(
+            description="Normalized records of one raw file (sft, preference or multiple_choice), "
+            "keyed by a content hash, with lineage to the file and row.",
+            kinds={"polars", "parquet"},
+        ),
+        "quarantined_records": dg.AssetOut(
+            description="Rows of one raw file that could not be normalized, each with a reason, "
+            "a detail, the byte offset or line when known, and the raw text.",
+            kinds={"polars", "parquet"},
+        ),
+    },
+    partitions_def=corpus_partitions,
+    group_name="ingest",
+    check_specs=[
+        dg.AssetCheckSpec("rows_conserved", asset="raw_records", blocking=True,
+                          description="rows read = rows normalized + rows quarantined"),
+        dg.AssetCheckSpec("record_id_unique", asset="raw_records", blocking=True,
+                          description="no record_id twice within the partition"),
+        dg.AssetCheckSpec("quarantine_share", asset="quarantined_records",
+                          description="warns when a large share of a file is quarantined"),
+    ],
+)
+def ingest(context: dg.AssetExecutionContext, config: IngestConfig, raw_root: RawRoot):
+    key = context.partition_key
+    relpath = relpath_of(key)
+    try:
+        result = read_file(raw_root.path_for(key), relpath, raw_root.reader_options())
+    except (UnreadableFile, PermissionError, FileNotFoundError) as exc:
+        raise dg.Failure(description=f"{relpath}: {exc}") from exc
+    records, quarantine = result.records, result.quarantine
+    reasons = quarantine.group_by("reason").len().sort(["len", "reason"], descending=[True, False])
+    counts = {
+        "rows_read": result.rows_read,
+        "rows_normalized": records.height,
+        "rows_quarantined": quarantine.height,
+        "format": result.format,
+        "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "none"),
+    }
+    kinds = records.group_by("kind").len().sort("kind")
+    yield dg.Output(records, "raw_records", metadata={
+        **table_metadata(records, [c for c in RECORD_PREVIEW if c in records.columns]),
+        **counts,
+        "rows_by_kind": dg.MetadataValue.md(markdown_table(kinds, rows=10)),
+    })
+    yield dg.Output(quarantine, "quarantined_records", metadata={
+        **table_metadata(quarantine, ["source_row", "source_line", "reason", "detail"]),
+        "reasons": dg.MetadataValue.md(markdown_table(reasons, rows=50)),
+    })
+    yield dg.AssetCheckResult(
+        check_name="rows_conserved", asset_key="raw_records",
+        passed=result.rows_read == records.height + quarantine.height, metadata=counts,
+    )
+    duplicated = records.height - records["record_id"].n_unique()
+    yield dg.AssetCheckResult(
+        check_name="record_id_unique", asset_key="raw_records", passed=duplicated == 0,
+        metadata={"duplicated_ids": duplicated},
+    )
+    share = quarantine.height / result.rows_read if result.rows_read else 1.0
+    yield dg.AssetCheckResult(
+        check_name="quarantine_share", asset_key="quarantined_records",
+        passed=share <= config.max_quarantine_share, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"share": share, "threshold": config.max_quarantine_share},
+    )
+
+
+assets = [ingest]

@@ -1,0 +1,76 @@
+"""Resources: where raw files are, where tables go. Models live beside their stage."""
+
+
+import dagster as dg
+import polars as pl
+
+from sft_assets.core.rawfiles import DEFAULT_IGNORE, Scan, resolve_in_root, scan_root
+from sft_assets.core.readers import DEFAULT_CATEGORY_GLOBS, ReaderOptions
+from sft_assets.core.storage import Warehouse, refresh_catalog
+
+
+class RawRoot(dg.ConfigurableResource):
+    """The folder whose files are the corpus partitions."""
+
+    root: str
+    category_globs: list[str] = list(DEFAULT_CATEGORY_GLOBS)
+    ignore: list[str] = list(DEFAULT_IGNORE)
+    max_decompressed_bytes: int = 1 << 30
+
+    def scan(self) -> Scan:
+        return scan_root(self.root, tuple(self.ignore))
+
+    def path_for(self, key: str):
+        return resolve_in_root(self.root, key)
+
+    def reader_options(self) -> ReaderOptions:
+        return ReaderOptions(
+            max_decompressed_bytes=self.max_decompressed_bytes,
+            category_globs=tuple(self.category_globs),
+        )
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """Parquet tables under ``base_uri`` (any fsspec URI) and their DuckDB catalog."""
+
+    base_uri: str
+    catalog_path: str
+
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.base_uri)
+
+    def refresh_catalog(self) -> list[str]:
+        return refresh_catalog(self.warehouse(), self.catalog_path)
+
+
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """Polars frames in and out of the warehouse, one file per asset and partition.
+
+    A small IO manager of our own rather than dagster-polars: that package
+    pins polars < 2, and this one needs atomic writes and a catalog refresh
+    anyway. Unpartitioned assets that read a partitioned one get every
+    materialized partition concatenated; a partition that never
+    materialized (its file failed to read) is skipped and logged."""
+
+    warehouse: WarehouseResource
+
+    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame) -> None:
+        if obj is None:
+            return
+        partition = context.partition_key if context.has_partition_key else None
+        self.warehouse.warehouse().write(obj, context.asset_key.path[-1], partition)
+        self.warehouse.refresh_catalog()
+
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame:
+        store = self.warehouse.warehouse()
+        asset = context.asset_key.path[-1]
+        if not context.has_asset_partitions:
+            return store.read(asset)
+        keys = list(context.asset_partition_keys)
+        if len(keys) == 1 and context.has_partition_key:
+            return store.read(asset, keys[0])
+        present = [k for k in keys if store.exists(asset, k)]
+        if missing := sorted(set(keys) - set(present)):
+            context.log.warning(f"{asset}: {len(missing)} partitions not materialized, skipped: {missing[:5]}")
+        frame = store.read_partitions(asset, present)
+        return frame if frame is not None else pl.DataFrame()
