@@ -5,18 +5,17 @@ from __future__ import annotations
 import dagster as dg
 
 from sft_assets.defs import ingest
-from sft_assets.defs.partitions import corpus_partitions
 from sft_assets.defs.resources import ParquetIOManager, RawRoot, WarehouseResource
 from sft_assets.defs.sensors import build_raw_files_sensor
 from sft_assets.settings import Settings
 
 ALL_ASSETS = [*ingest.assets]
+POOL_JOB = "build_pool"
 
 corpus_job = dg.define_asset_job(
     "ingest_corpus",
     selection=dg.AssetSelection.assets(*ALL_ASSETS).required_multi_asset_neighbors()
     & dg.AssetSelection.groups("ingest"),
-    partitions_def=corpus_partitions,
     description="Ingest one raw file: its partition of raw_records and quarantined_records.",
 )
 

@@ -216,7 +216,7 @@ def _json_array_units(text: str, notes: list[str]) -> Iterator[_Unit]:
         try:
             value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            reason = "truncated_json" if exc.pos >= len(text.rstrip()) - 1 else "invalid_json"
+            reason = "invalid_json" if text.rstrip().endswith("]") else "truncated_json"
             yield _damaged_tail(text, pos, row, line, reason, f"{exc.msg}; rest of the file not parsed")
             return
         yield _Unit(row, line, value)
@@ -499,6 +499,7 @@ def _normalize_fields(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def file_category(relpath: str, options: ReaderOptions) -> str | None:
+    """The file's stem when a category glob matches it (exam files get theirs from their subject)."""
     if any(fnmatch.fnmatch(relpath, pattern) for pattern in options.category_globs):
         return SPLIT_SUFFIX.sub("", PurePosixPath(relpath).name.split(".")[0])
     return None
@@ -558,6 +559,7 @@ def _units(fmt: str, text: str, notes: list[str]) -> Iterator[_Unit]:
 
 def _normalize_units(relpath: str, units: list[_Unit], fmt: str, notes: list[str], options: ReaderOptions) -> ReadResult:
     category = file_category(relpath, options)
+    subject = SPLIT_SUFFIX.sub("", PurePosixPath(relpath).name.split(".")[0])
     dataset = dataset_name(relpath)
     parsed: list[tuple[_Unit, str, dict[str, Any]]] = []
     quarantine: list[dict] = []
@@ -591,7 +593,8 @@ def _normalize_units(relpath: str, units: list[_Unit], fmt: str, notes: list[str
         own_category = unit.value.get("category") if isinstance(unit.value, dict) else None
         row = {"record_id": rid, "corpus": relpath, "dataset": dataset, "source": relpath,
                "source_row": unit.source_row, "source_line": unit.source_line, "kind": kind,
-               "category": own_category if isinstance(own_category, str) and own_category else category,
+               "category": own_category if isinstance(own_category, str) and own_category
+               else category or (subject if kind == "multiple_choice" else None),
                **fields}
         row["lang"] = detect_lang(embedding_text(row))
         records.append(row)

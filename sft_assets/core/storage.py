@@ -91,6 +91,10 @@ class Warehouse:
             return True
         return False
 
+    def delete_partition(self, partition: str) -> list[str]:
+        """Remove one partition from every partitioned table; returns the tables it was in."""
+        return [asset for asset, partitioned in self.assets() if partitioned and self.delete(asset, partition)]
+
     def assets(self) -> list[tuple[str, bool]]:
         """(asset name, partitioned) for every table with data."""
         if not self.base.exists():

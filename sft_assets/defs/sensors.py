@@ -32,9 +32,7 @@ def build_raw_files_sensor(job) -> dg.SensorDefinition:
             changes.added = [k for k in changes.added if not (k in existing and store.exists("raw_records", k))]
         changes.removed = sorted(set(changes.removed) | (existing - set(scan.files)))
         for key in changes.removed:
-            for asset, partitioned in store.assets():
-                if partitioned:
-                    store.delete(asset, key)
+            store.delete_partition(key)
         if changes.removed:
             warehouse.refresh_catalog()
         requests = [

@@ -1,0 +1,3 @@
+from sft_assets.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""Readers on the real corpora and on the bad inputs curators feed them."""
+
+import gzip
+import json
+
+import pytest
+
+from sft_assets.core.readers import ReaderOptions, read_file
+
+
+def conserved(result) -> bool:
+    return result.rows_read == result.records.height + result.quarantine.height
+
+
+def test_alpaca_json_array(read_corpus):
+    result = read_corpus("alpaca_en/alpaca_data-0-3252.json")
+    assert result.format == "json_array" and conserved(result)
+    assert result.rows_read == 3_252
+    first = result.records.row(0, named=True)
+    assert first["kind"] == "sft" and first["lang"] == "en" and first["source_row"] == 0
+    assert first["source_line"] == 2 and first["category"] is None
+
+
+def test_literal_newline_escapes_are_unescaped(read_corpus):
+    result = read_corpus("alpaca_cot/aqua_train.json")
+    assert any("escapes turned into newlines" in n for n in result.notes)
+    instruction = result.records["instruction"][0]
+    assert "\nOptions:\n(A)" in instruction and "\\n" not in instruction
+    assert set(result.records["category"]) == {"aqua"}
+
+
+def test_code_file_keeps_its_escapes(read_corpus):
+    result = read_corpus("zh_categories/代码问题.json")
+    assert not any("escapes" in n for n in result.notes)
+    assert result.records["output"].str.contains(r"\\n", literal=True).sum() > 0
+    assert set(result.records["category"]) == {"代码问题"}
+    assert set(result.quarantine["reason"]) == {"duplicate_in_file"}
+    assert result.quarantine["duplicate_of"].is_in(result.records["record_id"].implode()).all()
+
+
+def test_truncated_file_keeps_every_complete_record(read_corpus):
+    result = read_corpus("alpaca_zh/alpaca_data-9407-12345.json")
+    assert conserved(result) and result.rows_read == 2_801
+    assert any("trailing comma" in n for n in result.notes)
+
+
+def test_missing_input_and_history(read_corpus):
+    zh = read_corpus("alpaca_zh/alpaca_data-6382-9407.json")
+    assert zh.records["input"].null_count() == 0
+    code = read_corpus("zh_categories/代码问题.json")
+    assert code.records["history"].list.len().max() == 0  # "" means no earlier turns
+
+
+def test_gsm8k_tsv(read_corpus):
+    result = read_corpus("gsm8k/gsm8k_train.tsv")
+    assert result.format == "tsv" and result.rows_read == 7_473 and conserved(result)
+    row = result.records.row(0, named=True)
+    assert row["instruction"].startswith("Natalia sold clips")
+    assert row["output"].endswith("\n#### 72")
+
+
+def test_cmmlu_csv(read_corpus):
+    result = read_corpus("cmmlu/dev/agronomy.csv")
+    row = result.records.row(0, named=True)
+    assert row["kind"] == "multiple_choice" and row["category"] == "agronomy" and row["lang"] == "zh"
+    assert row["options"] == ["胸", "腹", "大腿", "小腿"] and row["answer"] == "C"
+
+
+def test_hh_rlhf_dialogues(read_corpus):
+    result = read_corpus("hh_rlhf/harmless_base_test.jsonl.gz")
+    assert result.rows_read == 2_312 and conserved(result)
+    row = result.records.row(0, named=True)
+    assert row["prompt"] == "okay some of these do not have anything to do with pens"
+    assert len(row["history"]) == 2 and row["history"][1]["prompt"] == "yep"
+    assert row["chosen"].startswith("No, sorry!") and row["rejected"].startswith("There are lots")
+    assert not any("Human:" in p for p in result.records["prompt"])
+
+
+def test_self_instruct_instances(read_corpus):
+    result = read_corpus("self_instruct/seed_tasks.jsonl")
+    assert result.format == "jsonl" and result.records.height == 175
+    assert result.records["instruction"][0].startswith("Is there anything I can eat")
+
+
+def test_same_text_in_two_files_gets_the_same_id(tmp_path):
+    row = {"instruction": "Name a prime.", "input": "", "output": "7"}
+    (tmp_path / "a.json").write_text(json.dumps([row]), encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text(json.dumps({**row, "extra": 1}) + "\n", encoding="utf-8")
+    a, b = read_file(tmp_path / "a.json", "a.json"), read_file(tmp_path / "b.jsonl", "b.jsonl")
+    assert a.records["record_id"][0] == b.records["record_id"][0]
+
+
+GOOD = {"instruction": "Name a prime.", "input": "", "output": "7"}
+
+
+def _write(tmp_path, name, data: bytes):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return read_file(path, name, ReaderOptions(max_decompressed_bytes=1 << 20))
+
+
+@pytest.mark.parametrize(
+    "name,data,reasons,normalized",
+    [
+        ("empty.json", b"", {"empty_file"}, 0),
+        ("zero.jsonl.gz", b"\x1f\x8b", {"bad_gzip"}, 0),
+        ("bom.json", b"\xef\xbb\xbf" + json.dumps([GOOD]).encode(), set(), 1),
+        ("utf16.json", json.dumps([GOOD], ensure_ascii=False).encode("utf-16"), set(), 1),
+        ("latin1.json", '[{"instruction": "Café?", "output": "Oui"}]'.encode("latin-1"), set(), 1),
+        ("garbage.json", bytes(range(256)) * 8, {"binary_content"}, 0),
+        ("truncated.json", json.dumps([GOOD, GOOD | {"output": "11"}])[:-20].encode(), {"truncated_json"}, 1),
+        ("lines.jsonl", (json.dumps(GOOD) + "\n{broken\n").encode(), {"invalid_json"}, 1),
+        ("types.jsonl", b'{"instruction": 12, "output": 3.5}\n{"instruction": ["a"], "output": "x"}\n'
+         b'{"instruction": "q", "output": null}\n', {"bad_type:instruction", "missing_field:output"}, 1),
+        ("noinstr.json", b'[{"output": "orphan"}, {"instruction": "  ", "output": "x"}]',
+         {"missing_field:instruction", "empty_field:instruction"}, 0),
+        ("notes.txt", b"just some prose\nwith no structure\n", {"unknown_format"}, 0),
+        ("cols.csv", b",Question,A,B,C,D,Answer\n0,Q?,a,b,c,d,A\n1,Q2?,a,b\n", {"bad_columns"}, 1),
+        ("scalars.json", b"[1, \"two\"]", {"not_an_object"}, 0),
+    ],
+)
+def test_bad_input_is_quarantined_never_lost(tmp_path, name, data, reasons, normalized):
+    result = _write(tmp_path, name, data)
+    assert conserved(result)
+    assert result.records.height == normalized
+    assert set(result.quarantine["reason"]) == reasons
+    assert result.quarantine["detail"].null_count() == 0
+
+
+def test_gzip_bomb_stops_at_the_cap(tmp_path):
+    bomb = gzip.compress(b"[" + b" " * (4 << 20) + b"]")
+    result = _write(tmp_path, "bomb.json.gz", bomb)
+    assert result.rows_read == 1 and result.quarantine["reason"].to_list() == ["decompressed_size_cap"]
+
+
+def test_truncated_json_reports_byte_offset(tmp_path):
+    text = json.dumps([GOOD, {"instruction": "Second 中文", "output": "cut here"}], ensure_ascii=False)
+    cut = text[: text.index("cut")]
+    result = _write(tmp_path, "cut.json", cut.encode())
+    row = result.quarantine.row(0, named=True)
+    assert row["reason"] == "truncated_json"
+    assert cut.encode()[row["byte_offset"] : row["byte_offset"] + 1] == b"{"
+    assert row["raw"].startswith('{"instruction": "Second')

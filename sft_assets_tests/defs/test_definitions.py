@@ -1,0 +1,47 @@
+"""Snapshot of the code location: what a user sees in the UI changes only on purpose.
+
+Update after an intended change with ``SFT_ASSETS_UPDATE_SNAPSHOTS=1 make test``.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from sft_assets.definitions import build_defs
+from sft_assets.settings import Settings
+
+SNAPSHOT = Path(__file__).parents[1] / "snapshots" / "definitions.json"
+
+
+def describe(defs: dg.Definitions) -> dict:
+    graph = defs.resolve_asset_graph()
+    assets = {}
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        assets[key.to_user_string()] = {
+            "group": node.group_name,
+            "partitioned": node.partitions_def is not None,
+            "deps": sorted(d.to_user_string() for d in node.parent_keys),
+            "kinds": sorted(node.kinds),
+            "has_description": bool(node.description),
+        }
+    checks = sorted(f"{c.asset_key.to_user_string()}:{c.name}" for c in graph.asset_check_keys)
+    return {
+        "assets": assets,
+        "checks": checks,
+        "jobs": sorted(j.name for j in defs.jobs or []),
+        "sensors": sorted(s.name for s in defs.sensors or []),
+        "resources": sorted(defs.resources),
+    }
+
+
+def test_definitions_load_and_match_snapshot(tmp_path):
+    defs = build_defs(Settings.under(tmp_path))
+    dg.Definitions.validate_loadable(defs)
+    current = describe(defs)
+    if os.environ.get("SFT_ASSETS_UPDATE_SNAPSHOTS") or not SNAPSHOT.exists():
+        SNAPSHOT.write_text(json.dumps(current, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert current == json.loads(SNAPSHOT.read_text(encoding="utf-8"))
+    assert all(a["has_description"] for a in current["assets"].values())
