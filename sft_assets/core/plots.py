@@ -1,0 +1,45 @@
+"""Small PNG charts for Dagster metadata and dataset cards: deterministic bytes, no display."""
+
+import io
+
+import numpy as np
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt, plt.figure(figsize=(6, 3.2), dpi=80)
+
+
+def _png(plt, fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def histogram_png(values, title: str, bins: int = 30) -> bytes:
+    plt, fig = _figure()
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    fig.gca().hist(values, bins=bins)
+    fig.gca().set_title(title)
+    return _png(plt, fig)
+
+
+def bar_png(labels: list[str], counts: list[int], title: str) -> bytes:
+    plt, fig = _figure()
+    fig.gca().barh(labels[::-1], counts[::-1])
+    fig.gca().set_title(title)
+    return _png(plt, fig)
+
+
+def png_markdown(png: bytes, alt: str) -> str:
+    """An inline image the Dagster UI renders in markdown metadata."""
+    import base64
+
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"

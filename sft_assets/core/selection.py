@@ -1,0 +1,368 @@
+"""Selection: every candidate in the pool kept or dropped, with every reason.
+
+The signals (duplicates, quality, novelty, uncertainty, K-Center rank) are
+computed upstream; this module only applies a ``SelectionPolicy`` to them, so
+a policy change re-decides the pool without recomputing a signal, and "why
+was this row dropped?" is a lookup in the decisions table.
+
+The cascade, cheapest first (``STAGES``), has two kinds of stage:
+
+- filters (duplicates, quality, novelty, uncertainty) judge each row on its
+  own signals, so a dropped row lists all its faults, earliest stage first;
+- budgets (category cap, diverse subset) share slots among the rows that
+  passed every filter: a row already dropped takes no slot and gets no budget
+  reason.
+
+A relative threshold (the uncertainty quantile) is measured on the rows that
+reach its stage, then applied as a value to every row.
+
+A missing signal (null) never drops a row silently. Each signal has a
+``missing_*`` setting: ``"keep"`` passes the row and names the signal in
+``missing_signals``; ``"drop"`` drops a row that reached the stage with a
+``<stage>:missing_<signal>`` reason. A row dropped earlier typically has no
+later signal (upstream skips it), so it gets no missing reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import polars as pl
+
+# The pool contract: one row per candidate, keyed by record_id.
+SIGNAL_COLUMNS: dict[str, pl.DataType] = {
+    "record_id": pl.String,
+    "corpus": pl.String,
+    "kind": pl.String,  # sft or multiple_choice
+    "category": pl.String,  # null: uncategorized, balanced as one category
+    "exact_duplicate_of": pl.String,  # record_id of the copy kept; null for the copy kept
+    "near_duplicate_of": pl.String,  # record_id of the cluster leader; null for a leader
+    "quality_score": pl.Float64,  # quality classifier P(good)
+    "quality_reasons": pl.List(pl.String),  # rule failures (cheap filters); empty or null: none
+    "novelty_prob": pl.Float64,  # out-of-fold P(looks like the curated reference set)
+    "ppl": pl.Float64,  # perplexity of the answer
+    "ifd": pl.Float64,  # instruction-following difficulty
+    # Multiple choice, or an item parsed from SFT text: summed probability of the
+    # option letters. Where set, it is the row's uncertainty signal.
+    "option_mass": pl.Float64,
+    "diverse_rank": pl.Int64,  # position in the K-Center order; null: not in the diverse subset
+}
+
+SELECTABLE_KINDS = ("sft", "multiple_choice")
+
+STAGES = (
+    "exact_duplicate_of",
+    "near_duplicate_of",
+    "failed_quality",
+    "not_novel",
+    "low_uncertainty",
+    "category_cap",
+    "outside_diverse_subset",
+)
+
+# Reasons whose detail is a record id: counted by stage, not by id.
+_ID_STAGES = ("exact_duplicate_of", "near_duplicate_of")
+
+UNCATEGORIZED = "(none)"
+DECISION_COLUMNS = ("kept", "reasons", "first_reason", "missing_signals")
+_EPS = 1e-9
+
+Missing = Literal["keep", "drop"]
+
+
+@dataclass(frozen=True)
+class SelectionPolicy:
+    """Every threshold and budget of the selection, recorded with each decision."""
+
+    # Similarity above which the near-duplicate stage clusters rows; decide()
+    # trusts near_duplicate_of and keeps this here so the card states it.
+    near_duplicate_threshold: float = 0.9
+    # Quality: drop below this classifier score (rule failures always drop).
+    quality_threshold: float = 0.5
+    # Novelty: drop rows the adversarial classifier finds like the curated set.
+    require_novel: bool = True
+    novelty_threshold: float = 0.5
+    # Uncertainty ("what the model has not learned"). Multiple-choice rows, and
+    # rows with an option_mass, use it (lower = more uncertain); other rows use
+    # ppl or ifd (higher = more uncertain). keep_fraction keeps the most
+    # uncertain share of each (signal, category); the absolute bounds apply on
+    # top. All None: stage off.
+    uncertainty_signal: Literal["ppl", "ifd"] = "ppl"
+    uncertainty_keep_fraction: float | None = 0.8
+    min_uncertainty: float | None = None  # in units of uncertainty_signal
+    max_option_mass: float | None = None
+    # Budgets, off by default because they depend on the pool's size.
+    category_cap: int | None = None
+    # int: rows; float in (0, 1]: share of the rows reaching it (1.0 keeps every ranked survivor).
+    diverse_budget: int | float | None = None
+    # What a null signal means for a row that reached its stage.
+    missing_quality: Missing = "keep"
+    missing_novelty: Missing = "keep"
+    missing_uncertainty: Missing = "keep"
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("quality_threshold", "novelty_threshold", "near_duplicate_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} must be in [0, 1]")
+        if self.uncertainty_signal not in ("ppl", "ifd"):
+            problems.append("uncertainty_signal must be 'ppl' or 'ifd'")
+        if self.uncertainty_keep_fraction is not None and not 0.0 < self.uncertainty_keep_fraction <= 1.0:
+            problems.append("uncertainty_keep_fraction must be in (0, 1]")
+        if self.category_cap is not None and (isinstance(self.category_cap, bool) or self.category_cap < 1):
+            problems.append("category_cap must be a positive int")
+        budget = self.diverse_budget
+        if budget is not None and (
+            isinstance(budget, bool)
+            or (isinstance(budget, int) and budget < 1)
+            or (isinstance(budget, float) and not 0.0 < budget <= 1.0)
+        ):
+            problems.append("diverse_budget must be an int >= 1 (rows) or a float in (0, 1] (share)")
+        for name in ("missing_quality", "missing_novelty", "missing_uncertainty"):
+            if getattr(self, name) not in ("keep", "drop"):
+                problems.append(f"{name} must be 'keep' or 'drop'")
+        if problems:
+            raise ValueError("invalid SelectionPolicy: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        """Plain values for asset metadata and the dataset card."""
+        return asdict(self)
+
+    def uncertainty_applies(self, signal: str) -> bool:
+        """Whether the uncertainty stage judges rows measured by ``signal``."""
+        absolute = self.max_option_mass if signal == "option_mass" else self.min_uncertainty
+        return self.uncertainty_keep_fraction is not None or absolute is not None
+
+
+def decide(pool: pl.DataFrame, policy: SelectionPolicy = SelectionPolicy()) -> pl.DataFrame:
+    """One decision per pool row: the pool's columns plus ``kept``, ``reasons``
+    (cascade order), ``first_reason`` and ``missing_signals``, sorted by record_id.
+
+    The result does not depend on the pool's row order; decision columns
+    already in the pool (a re-decision) are replaced."""
+    pool = pool.drop(DECISION_COLUMNS, strict=False)
+    frame = _validated(pool).with_columns(
+        _category=pl.col("category").fill_null(UNCATEGORIZED),
+        _uncertainty=_uncertainty(policy),
+        reasons=pl.lit([], dtype=pl.List(pl.String)),
+    )
+    for stage in (_duplicates, _quality, _novelty, _low_uncertainty, _category_cap, _diverse_subset):
+        frame = stage(frame, policy)
+    return (
+        frame.with_columns(
+            kept=pl.col("reasons").list.len() == 0,
+            first_reason=pl.col("reasons").list.first(),
+            missing_signals=_missing_signals(policy),
+        )
+        .select(*pool.columns, *DECISION_COLUMNS)
+        .sort("record_id")
+    )
+
+
+def reason_counts(decisions: pl.DataFrame) -> pl.DataFrame:
+    """Rows per reason (``rows``) and rows for which it is the first reason
+    (``first``; these sum to the dropped rows), in cascade order.
+
+    Reasons are counted by label: the duplicate's id and a signal's value are
+    dropped (``low_uncertainty:ppl=3.1<4.2`` counts as ``low_uncertainty:ppl``)."""
+    stage = pl.col("reason").str.extract(r"^([^:]+)")
+    return (
+        decisions.select("record_id", "reasons", position=pl.int_ranges(pl.col("reasons").list.len()))
+        .explode("reasons", "position")
+        .drop_nulls("reasons")
+        .rename({"reasons": "reason"})
+        .with_columns(
+            stage=stage,
+            reason=pl.when(stage.is_in(_ID_STAGES))
+            .then(stage)
+            .when(stage == "category_cap")
+            .then(pl.col("reason"))
+            .otherwise(pl.col("reason").str.replace(r"=.*$", "")),
+        )
+        .group_by("stage", "reason")
+        .agg(rows=pl.col("record_id").n_unique(), first=(pl.col("position") == 0).sum())
+        .with_columns(_order=pl.col("stage").replace_strict(STAGES, list(range(len(STAGES))), default=len(STAGES)))
+        .sort("_order", "rows", "reason", descending=[False, True, False])
+        .select("stage", "reason", "rows", "first")
+    )
+
+
+def share_count(n, fraction: float):
+    """Rows in a share of n (an int or a length expression), rounded up so a small category keeps one.
+
+    The epsilon stops float noise (0.7 * 10 = 7.000000000000001) from adding a row."""
+    return (n * fraction - _EPS).ceil() if isinstance(n, pl.Expr) else math.ceil(n * fraction - _EPS)
+
+
+# ---------------------------------------------------------------- input
+
+
+def _validated(pool: pl.DataFrame) -> pl.DataFrame:
+    missing = [name for name in SIGNAL_COLUMNS if name not in pool.columns]
+    if missing:
+        raise ValueError(f"pool lacks signal columns {missing}; see selection.SIGNAL_COLUMNS")
+    frame = pool.with_columns(pl.col(name).cast(dtype) for name, dtype in SIGNAL_COLUMNS.items())
+    if frame["record_id"].null_count() or frame["record_id"].n_unique() != frame.height:
+        raise ValueError("pool record_id must be non-null and unique")
+    bad_kinds = sorted(set(frame["kind"].drop_nulls().unique()) - set(SELECTABLE_KINDS))
+    if frame["kind"].null_count() or bad_kinds:
+        raise ValueError(f"pool kind must be one of {SELECTABLE_KINDS}; found {bad_kinds or 'null'}")
+    return frame.with_columns(pl.col("quality_reasons").fill_null([]))
+
+
+# ---------------------------------------------------------------- stages
+
+_ALIVE = pl.col("reasons").list.len() == 0  # no reason from an earlier stage
+# Rows judged by option mass: multiple choice, or an item parsed from SFT text that was scored as one.
+_BY_MASS = (pl.col("kind") == "multiple_choice") | pl.col("option_mass").is_not_null()
+
+
+def _append(frame: pl.DataFrame, *reasons: pl.Expr) -> pl.DataFrame:
+    """Add a stage's reasons (string or list expressions, null = none) after the earlier ones."""
+    return frame.with_columns(reasons=pl.concat_list("reasons", *reasons).list.drop_nulls())
+
+
+def _value(expr: pl.Expr) -> pl.Expr:
+    return expr.round(3).cast(pl.String)
+
+
+def _if_missing(setting: Missing, missing: pl.Expr, reason: str | pl.Expr) -> pl.Expr:
+    """The reason for a row that reached the stage without its signal, when the policy drops such rows."""
+    reason = pl.lit(reason) if isinstance(reason, str) else reason
+    return pl.when(pl.lit(setting == "drop") & _ALIVE & missing).then(reason)
+
+
+def _duplicates(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:
+    return _append(
+        frame,
+        pl.format("exact_duplicate_of:{}", pl.col("exact_duplicate_of")),
+        pl.format("near_duplicate_of:{}", pl.col("near_duplicate_of")),
+    )
+
+
+def _quality(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:
+    score = pl.col("quality_score")
+    return _append(
+        frame,
+        pl.col("quality_reasons").list.eval(pl.lit("failed_quality:") + pl.element()),
+        pl.when(score < policy.quality_threshold).then(
+            pl.format(f"failed_quality:score={{}}<{policy.quality_threshold:g}", _value(score))
+        ),
+        _if_missing(policy.missing_quality, score.is_null(), "failed_quality:missing_score"),
+    )
+
+
+def _novelty(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:
+    if not policy.require_novel:
+        return frame
+    prob = pl.col("novelty_prob")
+    return _append(
+        frame,
+        pl.when(prob > policy.novelty_threshold).then(
+            pl.format(f"not_novel:p={{}}>{policy.novelty_threshold:g}", _value(prob))
+        ),
+        _if_missing(policy.missing_novelty, prob.is_null(), "not_novel:missing_prob"),
+    )
+
+
+def _uncertainty(policy: SelectionPolicy) -> pl.Expr:
+    """One scale for every row, higher = more uncertain: minus the option mass, or the SFT signal."""
+    return pl.when(_BY_MASS).then(-pl.col("option_mass")).otherwise(pl.col(policy.uncertainty_signal))
+
+
+def _signal_name(policy: SelectionPolicy) -> pl.Expr:
+    return pl.when(_BY_MASS).then(pl.lit("option_mass")).otherwise(pl.lit(policy.uncertainty_signal))
+
+
+def _low_uncertainty(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:
+    """Drop rows below the bound: the quantile cut of their (signal, category) and the
+    absolute bound, whichever is higher. Signals are not comparable, so never pooled."""
+    absolute = pl.when(_BY_MASS).then(
+        pl.lit(None if policy.max_option_mass is None else -policy.max_option_mass, dtype=pl.Float64)
+    ).otherwise(pl.lit(policy.min_uncertainty, dtype=pl.Float64))
+    frame = frame.with_columns(_bound=absolute, _signal=_signal_name(policy))
+    if policy.uncertainty_keep_fraction is not None:
+        keep = share_count(pl.len(), policy.uncertainty_keep_fraction).cast(pl.Int64)
+        cuts = (
+            frame.filter(_ALIVE & pl.col("_uncertainty").is_not_null())
+            .group_by("_signal", "_category")
+            .agg(_cut=pl.col("_uncertainty").sort(descending=True).get(keep - 1))
+        )
+        frame = frame.join(cuts, on=["_signal", "_category"], how="left", maintain_order="left").with_columns(
+            _bound=pl.max_horizontal("_bound", "_cut")
+        )
+    u, bound = pl.col("_uncertainty"), pl.col("_bound")
+    shown_bound = pl.when(_BY_MASS).then(-bound).otherwise(bound)
+    return _append(
+        frame,
+        pl.when(u < bound).then(
+            pl.format(
+                "low_uncertainty:{}={}{}{}",
+                pl.col("_signal"),
+                _value(pl.when(_BY_MASS).then(-u).otherwise(u)),
+                pl.when(_BY_MASS).then(pl.lit(">")).otherwise(pl.lit("<")),
+                _value(shown_bound),
+            )
+        ),
+        _if_missing(
+            policy.missing_uncertainty,
+            u.is_null() & _uncertainty_on(policy),
+            pl.format("low_uncertainty:missing_{}", pl.col("_signal")),
+        ),
+    ).drop("_bound", "_cut", "_signal", strict=False)
+
+
+def _uncertainty_on(policy: SelectionPolicy) -> pl.Expr:
+    return pl.when(_BY_MASS).then(pl.lit(policy.uncertainty_applies("option_mass"))).otherwise(
+        pl.lit(policy.uncertainty_applies(policy.uncertainty_signal))
+    )
+
+
+def _category_cap(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:
+    """Keep at most ``category_cap`` survivors per category: first in K-Center
+    order, then the most uncertain, then by record_id (a content hash, so an
+    unbiased sample when no signal orders them)."""
+    if policy.category_cap is None:
+        return frame
+    slots = (
+        frame.filter(_ALIVE)
+        .sort(
+            "_category", "diverse_rank", "_uncertainty", "record_id",
+            descending=[False, False, True, False], nulls_last=True,
+        )
+        .select("record_id", _slot=pl.int_range(pl.len()).over("_category"))
+    )
+    frame = frame.join(slots, on="record_id", how="left", maintain_order="left")
+    return _append(
+        frame,
+        pl.when(pl.col("_slot") >= policy.category_cap).then(pl.format("category_cap:{}", pl.col("_category"))),
+    ).drop("_slot")
+
+
+def _diverse_subset(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:
+    """Keep the first ``diverse_budget`` survivors in K-Center order; rows without a rank are outside."""
+    if policy.diverse_budget is None:
+        return frame
+    survivors = frame.filter(_ALIVE)
+    ranked = survivors.filter(pl.col("diverse_rank").is_not_null())
+    if survivors.height and not ranked.height:
+        raise ValueError("diverse_budget is set but no surviving row has a diverse_rank: was K-Center run?")
+    budget = policy.diverse_budget
+    if isinstance(budget, float):
+        budget = share_count(survivors.height, budget)
+    chosen = ranked.sort("diverse_rank", "record_id").head(budget)["record_id"].implode()
+    return _append(frame, pl.when(_ALIVE & ~pl.col("record_id").is_in(chosen)).then(pl.lit("outside_diverse_subset")))
+
+
+# ---------------------------------------------------------------- output
+
+
+def _missing_signals(policy: SelectionPolicy) -> pl.Expr:
+    """The signals a stage in force had no value for, whatever the row's fate."""
+    return pl.concat_list(
+        pl.when(pl.col("quality_score").is_null()).then(pl.lit("quality_score")),
+        pl.when(pl.lit(policy.require_novel) & pl.col("novelty_prob").is_null()).then(pl.lit("novelty_prob")),
+        pl.when(_uncertainty_on(policy) & pl.col("_uncertainty").is_null()).then(_signal_name(policy)),
+    ).list.drop_nulls()

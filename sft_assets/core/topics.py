@@ -1,0 +1,89 @@
+"""Topic categories for long-tail balancing.
+
+Rows that come with a category (file name, subject) keep it. The rest are
+clustered on their embeddings with MiniBatchKMeans, and each cluster is named
+by its most distinctive terms: class-based TF-IDF, where a cluster's texts
+form one document, so a term scores high when it is frequent in this cluster
+and rare in the others. Terms are English words and Chinese character
+bigrams, so labels read well for both languages.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+MAX_TOPICS = 64  # beyond this, topics get too small to balance on and too many to read
+LABEL_TERMS = 3
+_WORD = re.compile(r"[a-z][a-z'-]{2,}")
+_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+
+
+def default_topic_count(n: int) -> int:
+    """sqrt(n/2), the classic rule of thumb for k, clamped to [1, MAX_TOPICS] and to n."""
+    return max(1, min(MAX_TOPICS, n, round(math.sqrt(n / 2))))
+
+
+def topic_clusters(
+    emb: np.ndarray,
+    known_category: Sequence[str | None],
+    texts: Sequence[str],
+    k: int | None = None,
+    seed: int = 0,
+) -> tuple[list[str], np.ndarray, list[str | None]]:
+    """Per row: ``category`` (the known one, else ``"topic <id>: <label>"``), ``cluster_id``
+    (-1 where the category was known) and ``label`` (the cluster's top terms; None where known).
+
+    Deterministic for a given ``seed``."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    n = len(known_category)
+    if not (emb.shape[0] == len(texts) == n):
+        raise ValueError(f"{emb.shape[0]} embeddings, {len(texts)} texts, {n} categories")
+    category = [c or "" for c in known_category]
+    cluster_id = np.full(n, -1, dtype=np.int64)
+    label: list[str | None] = [None] * n
+    unknown = np.array([i for i, c in enumerate(category) if not c], dtype=np.int64)
+    if unknown.size == 0:
+        return category, cluster_id, label
+    k = min(k or default_topic_count(unknown.size), unknown.size)
+    model = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=2048)
+    cluster_id[unknown] = model.fit_predict(np.asarray(emb, dtype=np.float32)[unknown])
+    names = cluster_labels([texts[i] for i in unknown], cluster_id[unknown], k)
+    for i in unknown.tolist():
+        label[i] = names[cluster_id[i]]
+        category[i] = f"topic {cluster_id[i]}: {label[i]}" if label[i] else f"topic {cluster_id[i]}"
+    return category, cluster_id, label
+
+
+def terms(text: str) -> list[str]:
+    """English words (3+ letters, no stop words) and Chinese character bigrams."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    lowered = text.lower()
+    words = [w for w in _WORD.findall(lowered) if w not in ENGLISH_STOP_WORDS]
+    bigrams = [run[i : i + 2] for run in _CJK_RUN.findall(lowered) for i in range(max(len(run) - 1, 1))]
+    return words + bigrams
+
+
+def cluster_labels(texts: Sequence[str], cluster_id: np.ndarray, k: int) -> list[str]:
+    """Top class-based TF-IDF terms of each of the k clusters, joined by ", " ("" for a cluster without terms)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    docs = [[] for _ in range(k)]
+    for text, cid in zip(texts, cluster_id.tolist(), strict=True):
+        docs[cid].append(text)
+    vectorizer = TfidfVectorizer(analyzer=terms, sublinear_tf=True)
+    try:
+        scores = vectorizer.fit_transform(["\n".join(d) for d in docs]).tocsr()
+    except ValueError:  # no terms at all: digits, symbols or empty texts only
+        return [""] * k
+    vocab = vectorizer.get_feature_names_out()
+    out = []
+    for lo, hi in zip(scores.indptr[:-1], scores.indptr[1:]):
+        best = np.argsort(-scores.data[lo:hi], kind="stable")[:LABEL_TERMS]
+        out.append(", ".join(vocab[j] for j in scores.indices[lo:hi][best]))
+    return out

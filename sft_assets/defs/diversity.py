@@ -1,0 +1,218 @@
+"""Diversity: embeddings per corpus, then exact and near dedup, topics and K-Center over the pool."""
+
+import time
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from sft_assets.core.dedup import exact_duplicate_of, near_duplicate_clusters
+from sft_assets.core.embedding_cache import embed_with_cache, embeddings_frame, vectors_of
+from sft_assets.core.kcenter import balanced_caps, k_center_greedy
+from sft_assets.core.plots import histogram_png, png_markdown
+from sft_assets.core.records import embedding_texts
+from sft_assets.core.topics import topic_clusters as cluster_topics
+from sft_assets.defs.metadata import markdown_table, table_metadata
+from sft_assets.defs.models import EmbeddingModel
+from sft_assets.defs.partitions import corpus_partitions
+
+ALL_CORPORA = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
+SELECTABLE = ("sft", "multiple_choice")
+
+
+def pool_vectors(pool: pl.DataFrame, embeddings: pl.DataFrame) -> np.ndarray:
+    """The pool's vectors in pool order (the same record in two files has one vector)."""
+    unique = embeddings.unique("record_id", keep="first")
+    joined = pool.select("record_id").join(unique, on="record_id", how="left", maintain_order="left")
+    missing = joined["embedding"].null_count()
+    if missing:
+        raise dg.Failure(f"{missing} pool rows have no embedding: materialize embeddings for every corpus first")
+    return vectors_of(joined)
+
+
+@dg.asset(
+    partitions_def=corpus_partitions,
+    group_name="diversity",
+    kinds={"sentence_transformers", "parquet"},
+    description="L2-normalized float32 sentence embeddings of what each record asks (SFT: instruction "
+    "+ input; preference: prompt; multiple choice: question + options), cached by (model, record_id).",
+)
+def embeddings(context: dg.AssetExecutionContext, raw_records: pl.DataFrame,
+               embedding_model: EmbeddingModel):
+    texts = embedding_texts(raw_records)
+    started = time.perf_counter()
+
+    def progress(done: int, total: int, rate: float) -> None:
+        context.log.info(f"embedded {done}/{total} new rows, {rate:.0f} rows/s, ETA {(total - done) / rate:.0f} s")
+
+    vectors, computed = embed_with_cache(
+        raw_records["record_id"].to_list(), texts, embedding_model.load(), embedding_model.model,
+        embedding_model.cache(), batch_size=embedding_model.batch_size, progress=progress,
+    )
+    seconds = time.perf_counter() - started
+    frame = embeddings_frame(raw_records["record_id"].to_list(), vectors, embedding_model.model)
+    return dg.Output(
+        frame,
+        metadata={
+            "dagster/row_count": frame.height,
+            "model": embedding_model.model,
+            "dimension": int(vectors.shape[1]),
+            "computed_rows": computed,
+            "cache_hits": frame.height - computed,
+            "seconds": round(seconds, 2),
+            "rows_per_s": round(computed / seconds, 1) if computed and seconds else 0.0,
+        },
+    )
+
+
+@dg.asset(
+    group_name="diversity",
+    kinds={"polars", "parquet"},
+    ins={"raw_records": ALL_CORPORA},
+    description="Every SFT and multiple-choice record of every corpus once, with exact duplicates "
+    "(same text after case, punctuation and white space are folded) pointing at the row they copy.",
+)
+def candidate_pool(raw_records: pl.DataFrame):
+    rows = raw_records.filter(pl.col("kind").is_in(SELECTABLE)).sort(["corpus", "source_row"])
+    occurrences = rows.group_by("record_id", maintain_order=True).agg(
+        also_in=pl.struct("corpus", "source_row").slice(1)
+    )
+    pool = rows.unique("record_id", keep="first", maintain_order=True).join(
+        occurrences, on="record_id", maintain_order="left")
+    full_text = [t + "\n" + (o or "") for t, o in zip(embedding_texts(pool), _answers(pool))]
+    pool = pool.with_columns(
+        text=pl.Series(embedding_texts(pool)),
+        exact_duplicate_of=pl.Series(exact_duplicate_of(pool["record_id"].to_list(), full_text), dtype=pl.String),
+    )
+    per_corpus = pool.group_by("dataset").agg(
+        rows=pl.len(), exact_duplicates=pl.col("exact_duplicate_of").is_not_null().sum()
+    ).sort("dataset")
+    return dg.Output(pool, metadata={
+        **table_metadata(pool, ["record_id", "corpus", "kind", "category", "text", "exact_duplicate_of"]),
+        "exact_duplicates": int(pool["exact_duplicate_of"].is_not_null().sum()),
+        "same_record_in_several_files": int(pool["also_in"].list.len().gt(0).sum()),
+        "per_dataset": dg.MetadataValue.md(markdown_table(per_corpus, rows=100)),
+    })
+
+
+def _answers(pool: pl.DataFrame) -> list[str | None]:
+    return pool.select(pl.coalesce("output", pl.col("answer"))).to_series().to_list()
+
+
+class NearDedupConfig(dg.Config):
+    threshold: float = 0.9
+    """Cosine similarity at or above which a row joins an earlier leader."""
+    method: str = "embedding"
+    """`embedding` (sentence vectors) or `tfidf` (character n-gram TF-IDF, the seed's bag-of-words option)."""
+
+
+@dg.asset(
+    group_name="diversity",
+    kinds={"numpy", "parquet"},
+    ins={"embeddings": ALL_CORPORA},
+    description="One-pass (leader) clustering of the exact-deduplicated pool: every row gets its leader "
+    "and its similarity to it; leaders are kept. Exact for the threshold (blocked matrix products).",
+)
+def near_duplicates(config: NearDedupConfig, candidate_pool: pl.DataFrame,
+                    embeddings: pl.DataFrame):
+    pool = candidate_pool.filter(pl.col("exact_duplicate_of").is_null())
+    started = time.perf_counter()
+    leader, similarity = near_duplicate_clusters(
+        config.method, threshold=config.threshold, texts=pool["text"].to_list(),
+        embeddings=pool_vectors(pool, embeddings) if config.method == "embedding" else None)
+    ids = pool["record_id"]
+    frame = pool.select("record_id", "corpus", "dataset", "text").with_columns(
+        leader_id=ids.gather(leader),
+        similarity=pl.Series(similarity, dtype=pl.Float32),
+    ).with_columns(
+        near_duplicate_of=pl.when(pl.col("leader_id") != pl.col("record_id")).then("leader_id"),
+    )
+    dups = frame.filter(pl.col("near_duplicate_of").is_not_null())
+    pairs = dups.join(frame.select(pl.col("record_id").alias("near_duplicate_of"), pl.col("text").alias("leader_text")),
+                      on="near_duplicate_of").sort("similarity").select("similarity", "text", "leader_text")
+    rate = frame.group_by("dataset").agg(near_duplicate_rate=pl.col("near_duplicate_of").is_not_null().mean()).sort("dataset")
+    return dg.Output(frame.drop("text"), metadata={
+        **table_metadata(frame.drop("text"), ["record_id", "leader_id", "similarity"]),
+        "threshold": config.threshold,
+        "method": config.method,
+        "near_duplicates": dups.height,
+        "seconds": round(time.perf_counter() - started, 2),
+        "rate_per_dataset": dg.MetadataValue.md(markdown_table(rate, rows=100)),
+        "example_pairs_at_the_threshold": dg.MetadataValue.md(markdown_table(pairs, rows=8)),
+    })
+
+
+class TopicConfig(dg.Config):
+    k: int | None = None
+    """Clusters for rows without a known category; None: the rule in topics.py."""
+    seed: int = 0
+
+
+@dg.asset(
+    group_name="diversity",
+    kinds={"scikitlearn", "parquet"},
+    ins={"embeddings": ALL_CORPORA},
+    description="A category for every pool row, for balancing: the known one (file or subject) where the "
+    "data has it, otherwise a k-means cluster of the embeddings labelled by its top TF-IDF terms.",
+)
+def topic_clusters(config: TopicConfig, candidate_pool: pl.DataFrame, embeddings: pl.DataFrame):
+    vectors = pool_vectors(candidate_pool, embeddings)
+    category, cluster_id, label = cluster_topics(
+        vectors, candidate_pool["category"].to_list(), candidate_pool["text"].to_list(), k=config.k, seed=config.seed)
+    frame = candidate_pool.select("record_id").with_columns(
+        topic=pl.Series(category, dtype=pl.String),
+        cluster_id=pl.Series(cluster_id, dtype=pl.Int64),
+        topic_label=pl.Series(label, dtype=pl.String),
+    )
+    sizes = frame.group_by("topic", "topic_label").len().sort(["len", "topic"], descending=[True, False])
+    png = histogram_png(np.log10(sizes["len"].to_numpy()), "cluster size (log10 rows)")
+    return dg.Output(frame, metadata={
+        **table_metadata(frame),
+        "topics": sizes.height,
+        "largest_topics": dg.MetadataValue.md(markdown_table(sizes, rows=15)),
+        "size_distribution": dg.MetadataValue.md(png_markdown(png, "topic sizes")),
+    })
+
+
+class DiverseSubsetConfig(dg.Config):
+    budget: int | None = None
+    """How many rows K-Center picks; None: `budget_fraction` of the deduplicated pool."""
+    budget_fraction: float = 0.5
+    balance_categories: bool = True
+    """Cap each topic so a head category cannot crowd out the tail."""
+
+
+@dg.asset(
+    group_name="diversity",
+    kinds={"numpy", "parquet"},
+    ins={"embeddings": ALL_CORPORA},
+    description="K-Center-Greedy over the deduplicated pool: a minimal, maximally diverse subset, each "
+    "chosen row with its rank and the covering radius when it was picked; per-topic caps balance the long tail.",
+)
+def diverse_subset(config: DiverseSubsetConfig, near_duplicates: pl.DataFrame, topic_clusters: pl.DataFrame,
+                   embeddings: pl.DataFrame):
+    leaders = near_duplicates.filter(pl.col("near_duplicate_of").is_null()).select("record_id").join(
+        topic_clusters, on="record_id", how="left", maintain_order="left")
+    budget = config.budget if config.budget is not None else int(round(leaders.height * config.budget_fraction))
+    budget = min(budget, leaders.height)
+    topics = leaders["topic"].to_list()
+    caps = balanced_caps(topics, budget) if config.balance_categories else None
+    started = time.perf_counter()
+    order, radius = k_center_greedy(pool_vectors(leaders, embeddings), budget,
+                                    categories=topics if caps else None, caps=caps)
+    frame = leaders.select("record_id", "topic")[order].with_columns(
+        diverse_rank=pl.int_range(pl.len(), dtype=pl.Int64),
+        radius=pl.Series(radius, dtype=pl.Float32),
+    )
+    curve = frame.select("diverse_rank", "radius").gather_every(max(1, frame.height // 20))
+    return dg.Output(frame, metadata={
+        **table_metadata(frame),
+        "budget": budget,
+        "pool_after_dedup": leaders.height,
+        "seconds": round(time.perf_counter() - started, 2),
+        "final_radius": float(radius[-1]) if len(radius) else 0.0,
+        "radius_vs_budget": dg.MetadataValue.md(markdown_table(curve, rows=25)),
+    })
+
+
+assets = [embeddings, candidate_pool, near_duplicates, topic_clusters, diverse_subset]

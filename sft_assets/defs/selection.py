@@ -1,0 +1,162 @@
+"""Selection and the final datasets: every pool row kept or dropped with its reasons, then the exports."""
+
+import dagster as dg
+import polars as pl
+
+from sft_assets.core.datasets import ppo_dataset as build_ppo, rm_dataset as build_rm, sft_dataset as build_sft
+from sft_assets.core.exports import validate_exports, write_exports
+from sft_assets.core.plots import bar_png, png_markdown
+from sft_assets.core.selection import SIGNAL_COLUMNS, SelectionPolicy, decide, reason_counts
+from sft_assets.defs.diversity import ALL_CORPORA
+from sft_assets.defs.metadata import markdown_table, table_metadata
+
+
+class SelectionConfig(dg.Config):
+    """The selection policy; every field is editable in the Launchpad."""
+
+    quality_threshold: float = 0.5
+    require_novel: bool = True
+    novelty_threshold: float = 0.5
+    uncertainty_signal: str = "ppl"
+    uncertainty_keep_fraction: float | None = 0.8
+    min_uncertainty: float | None = None
+    max_option_mass: float | None = None
+    category_cap: int | None = None
+    diverse_budget_rows: int | None = None
+    diverse_budget_fraction: float | None = 1.0
+    """Share of the rows reaching the diverse stage that may stay; 1.0 keeps every row K-Center picked."""
+    missing_quality: str = "keep"
+    missing_novelty: str = "keep"
+    missing_uncertainty: str = "keep"
+
+    def policy(self) -> SelectionPolicy:
+        fields = self.model_dump()
+        rows, fraction = fields.pop("diverse_budget_rows"), fields.pop("diverse_budget_fraction")
+        return SelectionPolicy(**fields, diverse_budget=rows if rows is not None else fraction)
+
+
+class ExportFolder(dg.ConfigurableResource):
+    path: str
+
+
+def _signals(pool: pl.DataFrame, *tables: pl.DataFrame) -> pl.DataFrame:
+    """The pool with every signal column, null where no stage produced it."""
+    frame = pool.rename({"category": "known_category"})
+    for table in tables:
+        frame = frame.join(table, on="record_id", how="left", maintain_order="left")
+    frame = frame.with_columns(category=pl.coalesce("topic", "known_category"))
+    return frame.with_columns(
+        [pl.lit(None, dtype=dtype).alias(name) for name, dtype in SIGNAL_COLUMNS.items() if name not in frame.columns]
+    ).select(list(SIGNAL_COLUMNS)).with_columns([pl.col(n).cast(t) for n, t in SIGNAL_COLUMNS.items()])
+
+
+@dg.asset(
+    group_name="selection",
+    kinds={"polars", "parquet"},
+    description="One row per pool candidate: kept or dropped, with the ordered reasons "
+    "(exact/near duplicate, quality, novelty, uncertainty, category cap, diversity) and the signals behind them.",
+    check_specs=[dg.AssetCheckSpec("counts_add_up", asset="selection_decisions", blocking=True,
+                                   description="one decision per pool row: kept + dropped = pool")],
+)
+def selection_decisions(config: SelectionConfig, candidate_pool: pl.DataFrame, near_duplicates: pl.DataFrame,
+                        topic_clusters: pl.DataFrame, diverse_subset: pl.DataFrame):
+    policy = config.policy()
+    signals = _signals(
+        candidate_pool.select("record_id", "corpus", "kind", "category", "exact_duplicate_of"),
+        near_duplicates.select("record_id", "near_duplicate_of"),
+        topic_clusters.select("record_id", "topic"),
+        diverse_subset.select("record_id", "diverse_rank"),
+    )
+    decisions = decide(signals, policy)
+    counts = reason_counts(decisions)
+    by_stage = counts.group_by("stage").agg(pl.col("first").sum()).sort("first", descending=True)
+    yield dg.Output(decisions, metadata={
+        **table_metadata(decisions, ["record_id", "kept", "first_reason", "reasons"]),
+        "kept": int(decisions["kept"].sum()),
+        "dropped": int((~decisions["kept"]).sum()),
+        "policy": dg.MetadataValue.json(policy.to_dict()),
+        "reasons": dg.MetadataValue.md(markdown_table(counts, rows=50)),
+        "dropped_by_first_reason": dg.MetadataValue.md(
+            png_markdown(bar_png(by_stage["stage"].to_list(), by_stage["first"].to_list(), "rows dropped, by first reason"),
+                         "dropped by first reason")),
+    })
+    yield dg.AssetCheckResult(
+        check_name="counts_add_up",
+        passed=decisions.height == candidate_pool.height and decisions["record_id"].n_unique() == decisions.height,
+        metadata={"pool": candidate_pool.height, "kept": int(decisions["kept"].sum()),
+                  "dropped": int((~decisions["kept"]).sum())})
+
+
+@dg.asset(
+    group_name="selection",
+    kinds={"polars", "parquet"},
+    ins={"raw_records": ALL_CORPORA},
+    description="The kept SFT rows (instruction, input, output, history) with lineage to file and row; "
+    "kept multiple-choice items as SFT with their options.",
+)
+def sft_dataset(selection_decisions: pl.DataFrame, raw_records: pl.DataFrame):
+    frame = build_sft(raw_records.unique(["record_id", "corpus"], keep="first"), selection_decisions)
+    per = frame.group_by("corpus").len().sort("corpus")
+    return dg.Output(frame, metadata={**table_metadata(frame, ["record_id", "corpus", "instruction", "output"]),
+                                      "per_corpus": dg.MetadataValue.md(markdown_table(per, rows=200))})
+
+
+@dg.asset(
+    group_name="selection",
+    kinds={"polars", "parquet"},
+    ins={"raw_records": ALL_CORPORA},
+    description="Reward-model pairs (prompt, chosen, rejected, history) from the preference corpora, "
+    "deduplicated; pairs with an empty side or chosen == rejected are counted and left out.",
+)
+def rm_dataset(raw_records: pl.DataFrame):
+    pairs, dropped = build_rm(raw_records.filter(pl.col("kind") == "preference"))
+    reasons = dropped.group_by("reason").len().sort("reason")
+    return dg.Output(pairs, metadata={**table_metadata(pairs, ["record_id", "prompt", "chosen", "rejected"]),
+                                      "dropped_pairs": dropped.height,
+                                      "dropped_by_reason": dg.MetadataValue.md(markdown_table(reasons, rows=20))})
+
+
+class PPOConfig(dg.Config):
+    ptx_fraction: float = 0.1
+    """Share of sft_dataset mixed into PPO for the ptx loss."""
+    seed: int = 0
+
+
+@dg.multi_asset(
+    group_name="selection",
+    outs={
+        "ppo_prompts": dg.AssetOut(kinds={"polars", "parquet"}, description=(
+            "PPO prompts: the selected SFT prompts plus the preference prompts, deduplicated on (prompt, history).")),
+        "ppo_ptx": dg.AssetOut(kinds={"polars", "parquet"}, description=(
+            "The SFT mix for PPO's ptx loss: a deterministic fraction of sft_dataset.")),
+    },
+)
+def ppo_dataset(config: PPOConfig, sft_dataset: pl.DataFrame, rm_dataset: pl.DataFrame):
+    prompts, ptx = build_ppo(sft_dataset, rm_dataset, ptx_fraction=config.ptx_fraction, seed=config.seed)
+    yield dg.Output(prompts, "ppo_prompts", metadata=table_metadata(prompts, ["prompt", "origins"]))
+    yield dg.Output(ptx, "ppo_ptx", metadata=table_metadata(ptx, ["record_id", "instruction"]))
+
+
+@dg.asset(
+    group_name="export",
+    kinds={"json"},
+    description="Training files in data/exports: Alpaca JSON and messages JSONL (SFT), TRL preference JSONL (RM), "
+    "prompts JSONL (PPO) and ptx, LLaMA-Factory's dataset_info.json, and a dataset card with plots.",
+    check_specs=[dg.AssetCheckSpec("exports_parse", asset="exports", blocking=True,
+                                   description="every file parses and has the keys its loaders need")],
+)
+def exports(config: SelectionConfig, export_folder: ExportFolder, selection_decisions: pl.DataFrame,
+            sft_dataset: pl.DataFrame, rm_dataset: pl.DataFrame, ppo_prompts: pl.DataFrame, ppo_ptx: pl.DataFrame):
+    written = write_exports(export_folder.path, sft_dataset, rm_dataset, ppo_prompts, ppo_ptx,
+                            selection_decisions, config.policy())
+    problems = validate_exports(export_folder.path)
+    yield dg.MaterializeResult(metadata={
+        "folder": dg.MetadataValue.path(export_folder.path),
+        "files": dg.MetadataValue.md("\n".join(f"- `{name}`" for name in sorted(written))),
+        "sft_rows": sft_dataset.height, "rm_pairs": rm_dataset.height, "ppo_prompts": ppo_prompts.height,
+    })
+    yield dg.AssetCheckResult(check_name="exports_parse", passed=not problems,
+                              metadata={"problems": dg.MetadataValue.md("\n".join(problems) or "none")})
+
+
+assets = [selection_decisions, sft_dataset, rm_dataset, ppo_dataset, exports]
