@@ -67,26 +67,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_all(ingest_only: bool = False, defs: dg.Definitions | None = None,
             instance: dg.DagsterInstance | None = None) -> int:
-    from sft_assets.definitions import POOL_JOB, defs as default_defs
+    from sft_assets.definitions import PHASES, defs as default_defs
 
     defs = defs or default_defs
     instance = instance or _instance()
     keys, removed = sync_partitions(instance, defs)
     print(f"{len(keys)} corpus files under the raw root; {len(removed)} partitions dropped")
-    failed = []
-    started = time.perf_counter()
-    job = defs.resolve_job_def("ingest_corpus")
-    for key in keys:
-        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
-        if not result.success:
-            failed.append(key)
-            print(f"  FAILED {key}", file=sys.stderr)
-    print(f"ingested {len(keys) - len(failed)}/{len(keys)} files in {time.perf_counter() - started:.1f} s")
-    if not ingest_only and POOL_JOB in {j.name for j in defs.jobs or []}:
+    failed: list[str] = []
+    for name, per_corpus, _, _ in PHASES[:1] if ingest_only else PHASES:
         started = time.perf_counter()
-        result = defs.resolve_job_def(POOL_JOB).execute_in_process(instance=instance, raise_on_error=False)
-        print(f"pool-wide assets {'built' if result.success else 'FAILED'} in {time.perf_counter() - started:.1f} s")
-        if not result.success:
+        job = defs.resolve_job_def(name)
+        for key in keys if per_corpus else [None]:
+            result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+            if not result.success:
+                failed.append(f"{name}[{key}]" if key else name)
+                print(f"  FAILED {failed[-1]}", file=sys.stderr)
+        print(f"{name}: {time.perf_counter() - started:.1f} s")
+        if failed and not per_corpus:
             return 1
     return 1 if failed else 0
 

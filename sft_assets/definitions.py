@@ -2,38 +2,47 @@
 
 import dagster as dg
 
-from sft_assets.defs import diversity, ingest, selection
-from sft_assets.defs.models import EmbeddingModel
+from sft_assets.defs import diversity, ingest, novelty, selection, uncertainty
+from sft_assets.defs.models import EmbeddingModel, LanguageModel
 from sft_assets.defs.resources import ParquetIOManager, RawRoot, WarehouseResource
 from sft_assets.defs.sensors import build_raw_files_sensor
 from sft_assets.settings import Settings
 
-ALL_ASSETS = [*ingest.assets, *diversity.assets, *selection.assets]
-POOL_JOB = "build_pool"
+ALL_ASSETS = [*ingest.assets, *diversity.assets, *novelty.assets, *uncertainty.assets, *selection.assets]
 
+# The order `sft-assets run` follows; in the UI each is a job of its own.
+PHASES = (
+    ("ingest_corpus", True, [ingest.ingest], "Per corpus file: normalized records and quarantine."),
+    ("embed_corpus", True, [diversity.embeddings], "Per corpus file: embeddings of rows not in the cache."),
+    ("analyze_pool", False, [diversity.candidate_pool, diversity.near_duplicates, diversity.topic_clusters,
+                             diversity.diverse_subset, *novelty.assets],
+     "Over the whole pool: exact and near dedup, topics, the K-Center subset, novelty against the curated set."),
+    ("score_corpus", True, uncertainty.assets,
+     "Per corpus file: perplexity and option probabilities of the rows that survived dedup."),
+    ("select_and_export", False, selection.assets,
+     "Over the whole pool: decisions with reasons, the SFT/RM/PPO datasets and the exports."),
+)
+JOBS = {name: dg.define_asset_job(name, selection=dg.AssetSelection.assets(*assets), description=text)
+        for name, _, assets, text in PHASES}
+# What the sensor runs for a new or changed file.
 corpus_job = dg.define_asset_job(
-    "ingest_corpus",
-    selection=dg.AssetSelection.assets(ingest.ingest, diversity.embeddings),
-    description="Everything per corpus file: records, quarantine, embeddings (new rows only).",
-)
-pool_job = dg.define_asset_job(
-    POOL_JOB,
-    selection=dg.AssetSelection.assets(*ALL_ASSETS) - dg.AssetSelection.assets(ingest.ingest, diversity.embeddings),
-    description="Everything over the whole pool: dedup, topics, diversity, scores, selection, exports.",
-)
+    "update_corpus", selection=dg.AssetSelection.assets(ingest.ingest, diversity.embeddings),
+    description="A new or changed file: its records, quarantine and embeddings (new rows only).")
 
 
 def build_defs(settings: Settings) -> dg.Definitions:
     warehouse = WarehouseResource(base_uri=settings.warehouse, catalog_path=settings.catalog)
     return dg.Definitions(
         assets=ALL_ASSETS,
-        jobs=[corpus_job, pool_job],
+        jobs=[*JOBS.values(), corpus_job],
         sensors=[build_raw_files_sensor(corpus_job)],
         resources={
             "io_manager": ParquetIOManager(warehouse=warehouse),
             "warehouse": warehouse,
             "raw_root": RawRoot(root=settings.raw_root),
+            "curated_root": RawRoot(root=settings.curated_root, category_globs=[]),
             "embedding_model": EmbeddingModel(cache_uri=settings.cache),
+            "language_model": LanguageModel(cache_uri=settings.cache),
             "export_folder": selection.ExportFolder(path=settings.exports),
         },
     )

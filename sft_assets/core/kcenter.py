@@ -64,7 +64,17 @@ def k_center_greedy(
     category (categories not named are not capped); a category at its cap
     takes no more picks. Returns ``order`` (row indices in pick order) and
     ``radius``: after each pick, the largest distance from a row that could
-    still be picked to its nearest center. It never increases."""
+    still be picked to its nearest center. It never increases.
+
+    BLAS runs on one thread: thousands of small products per run, and
+    OpenBLAS threads spin-waiting on shared cores made this 2-3x slower."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _k_center_greedy(emb, budget, categories, caps, initial, device)
+
+
+def _k_center_greedy(emb, budget, categories, caps, initial, device) -> tuple[np.ndarray, np.ndarray]:
     x = np.ascontiguousarray(emb, dtype=np.float32)
     n = x.shape[0]
     codes, cap_of_code = _category_codes(n, categories, caps)

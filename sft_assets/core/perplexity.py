@@ -112,10 +112,12 @@ def _prompt_ids(
 
 
 def _fit(prefix: list[int], answer: list[int], max_tokens: int) -> tuple[list[int], list[int], bool]:
-    """Cut ``prefix + answer`` to ``max_tokens``: the prefix gives way from the left first,
-    the answer keeps its beginning and at least one prefix token stays to predict it from.
-    Returns the kept prefix, the kept answer and whether anything was cut."""
-    answer_kept = answer[: max_tokens - 1]
+    """Cut ``prefix + answer`` to ``max_tokens``. The prefix gives way first, from the left,
+    but keeps half the window (all of itself if shorter), so a long answer is still
+    scored given its prompt rather than given a lone template token; the answer
+    keeps its beginning. Returns the kept prefix, the kept answer and whether
+    anything was cut."""
+    answer_kept = answer[: max_tokens - min(len(prefix), max_tokens // 2)]
     room = max_tokens - len(answer_kept)
     prefix_kept = prefix[-room:] if len(prefix) > room else prefix
     return prefix_kept, answer_kept, len(prefix_kept) + len(answer_kept) < len(prefix) + len(answer)
@@ -171,7 +173,8 @@ def answer_perplexity(
     model, raw text after a lone start token is far off its training
     distribution), so ``ifd`` = ppl / ppl_unconditioned isolates what the
     prompt contributes. A sequence longer than ``max_tokens`` loses prompt
-    tokens from the left first, then the answer's tail, and is flagged.
+    tokens from the left first (down to half the window), then the answer's
+    tail, and is flagged.
     ``batch_size=1`` runs one pair at a time.
 
     Returns arrays of ``len(answers)``: ``ppl``, ``ppl_unconditioned``, ``ifd``
@@ -198,6 +201,7 @@ def answer_perplexity(
     spans: list[tuple[int, int]] = []
     for i in scored:
         prefix, answer, cut = _fit(prefixes[i], answer_ids[i], max_tokens)
+        # The empty prompt renders no longer than a real one, so the kept answer fits beside it.
         bare, _, cut_bare = _fit(no_prompt, answer, max_tokens)
         truncated[i] = cut or cut_bare
         answer_tokens[i] = len(answer)

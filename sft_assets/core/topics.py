@@ -15,6 +15,8 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 
 MAX_TOPICS = 64  # beyond this, topics get too small to balance on and too many to read
 LABEL_TERMS = 3
@@ -38,8 +40,6 @@ def topic_clusters(
     (-1 where the category was known) and ``label`` (the cluster's top terms; None where known).
 
     Deterministic for a given ``seed``."""
-    from sklearn.cluster import MiniBatchKMeans
-
     n = len(known_category)
     if not (emb.shape[0] == len(texts) == n):
         raise ValueError(f"{emb.shape[0]} embeddings, {len(texts)} texts, {n} categories")
@@ -61,8 +61,6 @@ def topic_clusters(
 
 def terms(text: str) -> list[str]:
     """English words (3+ letters, no stop words) and Chinese character bigrams."""
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
     lowered = text.lower()
     words = [w for w in _WORD.findall(lowered) if w not in ENGLISH_STOP_WORDS]
     bigrams = [run[i : i + 2] for run in _CJK_RUN.findall(lowered) for i in range(max(len(run) - 1, 1))]
@@ -71,8 +69,6 @@ def terms(text: str) -> list[str]:
 
 def cluster_labels(texts: Sequence[str], cluster_id: np.ndarray, k: int) -> list[str]:
     """Top class-based TF-IDF terms of each of the k clusters, joined by ", " ("" for a cluster without terms)."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
     docs = [[] for _ in range(k)]
     for text, cid in zip(texts, cluster_id.tolist(), strict=True):
         docs[cid].append(text)

@@ -50,22 +50,34 @@ def _signals(pool: pl.DataFrame, *tables: pl.DataFrame) -> pl.DataFrame:
     ).select(list(SIGNAL_COLUMNS)).with_columns([pl.col(n).cast(t) for n, t in SIGNAL_COLUMNS.items()])
 
 
+def _per_record(scores: pl.DataFrame, *columns: str) -> pl.DataFrame:
+    """One row per record_id (the same record in two corpora has the same score)."""
+    if scores.height == 0:
+        return pl.DataFrame(schema={"record_id": pl.String, **{c: pl.Float64 for c in columns}})
+    return scores.select("record_id", *columns).unique("record_id", keep="first")
+
+
 @dg.asset(
     group_name="selection",
     kinds={"polars", "parquet"},
+    ins={"ppl_scores": ALL_CORPORA, "option_probabilities": ALL_CORPORA},
     description="One row per pool candidate: kept or dropped, with the ordered reasons "
     "(exact/near duplicate, quality, novelty, uncertainty, category cap, diversity) and the signals behind them.",
     check_specs=[dg.AssetCheckSpec("counts_add_up", asset="selection_decisions", blocking=True,
                                    description="one decision per pool row: kept + dropped = pool")],
 )
 def selection_decisions(config: SelectionConfig, candidate_pool: pl.DataFrame, near_duplicates: pl.DataFrame,
-                        topic_clusters: pl.DataFrame, diverse_subset: pl.DataFrame):
+                        topic_clusters: pl.DataFrame, diverse_subset: pl.DataFrame, novelty_scores: pl.DataFrame,
+                        ppl_scores: pl.DataFrame, option_probabilities: pl.DataFrame):
     policy = config.policy()
     signals = _signals(
         candidate_pool.select("record_id", "corpus", "kind", "category", "exact_duplicate_of"),
         near_duplicates.select("record_id", "near_duplicate_of"),
         topic_clusters.select("record_id", "topic"),
         diverse_subset.select("record_id", "diverse_rank"),
+        novelty_scores,
+        _per_record(ppl_scores, "ppl", "ifd"),
+        _per_record(option_probabilities, "option_mass"),
     )
     decisions = decide(signals, policy)
     counts = reason_counts(decisions)

@@ -28,7 +28,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def rows(read_corpus):
-    records = read_corpus(SLICE).records.head(120)
+    records = read_corpus(SLICE).records.head(64)
     return records["record_id"].to_list(), embedding_texts(records)
 
 

@@ -13,9 +13,10 @@ from sft_assets.sample import write_sample
 from sft_assets.settings import Settings
 
 
-def _build(data: Path):
+def _build(data: Path, cache: Path):
+    """Build everything on a fresh sample; model scores may come from ``cache`` (keyed by model and record)."""
     write_sample(data)
-    defs = build_defs(Settings.under(data))
+    defs = build_defs(Settings.from_env({"SFT_ASSETS_DATA": str(data), "SFT_ASSETS_CACHE": str(cache)}))
     instance = dg.DagsterInstance.ephemeral()
     assert run_all(defs=defs, instance=instance) == 0
     return defs, instance
@@ -24,7 +25,7 @@ def _build(data: Path):
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory):
     data = tmp_path_factory.mktemp("sample")
-    defs, instance = _build(data)
+    defs, instance = _build(data, data / "cache")
     return data, defs, instance
 
 
@@ -35,6 +36,19 @@ def test_exports_are_written_and_valid(sample_run):
     for name in ("sft_alpaca.json", "sft_messages.jsonl", "rm_pairs.jsonl", "ppo_prompts.jsonl",
                  "dataset_info.json", "README.md"):
         assert (exports / name).stat().st_size > 0, name
+
+
+def test_cascade_scores_only_survivors(sample_run):
+    data, _, _ = sample_run
+    con = duckdb.connect(str(data / "catalog.duckdb"), read_only=True)
+    scored_dups = con.execute("""
+        SELECT count(*) FROM ppl_scores s JOIN near_duplicates n USING (record_id)
+        WHERE n.near_duplicate_of IS NOT NULL""").fetchone()[0]
+    assert scored_dups == 0
+    statuses = dict(con.execute("SELECT status, count(*) FROM ppl_scores GROUP BY 1").fetchall())
+    assert statuses["ok"] > 50 and statuses.get("empty_answer") == 1  # the sample's one empty answer
+    mass = con.execute("SELECT min(option_mass), max(option_mass) FROM option_probabilities").fetchone()
+    assert 0.0 <= mass[0] <= mass[1] <= 1.0
 
 
 def test_every_pool_row_has_a_decision_and_a_why(sample_run):
@@ -56,7 +70,7 @@ def test_every_pool_row_has_a_decision_and_a_why(sample_run):
 def test_rebuild_from_scratch_is_byte_identical(sample_run, tmp_path):
     first, _, _ = sample_run
     second = tmp_path / "again"
-    _build(second)
+    _build(second, first / "cache")
     names = sorted(p.name for p in (first / "exports").iterdir())
     assert names == sorted(p.name for p in (second / "exports").iterdir())
     for name in names:

@@ -1,0 +1,112 @@
+"""Uncertainty: perplexity and option probabilities, only for rows the cheap filters kept."""
+
+import time
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from sft_assets.core.mc_parse import lettered_items
+from sft_assets.core.perplexity import answer_perplexity, option_probabilities as score_options
+from sft_assets.core.plots import histogram_png, png_markdown
+from sft_assets.defs.metadata import markdown_table, table_metadata
+from sft_assets.defs.models import LanguageModel
+from sft_assets.defs.partitions import corpus_partitions
+
+PPL_SCHEMA = {"record_id": pl.String, "ppl": pl.Float64, "ppl_unconditioned": pl.Float64, "ifd": pl.Float64,
+              "answer_tokens": pl.Int64, "truncated": pl.Boolean, "status": pl.String}
+OPTION_SCHEMA = {"record_id": pl.String, "option_probs": pl.List(pl.Float64), "option_mass": pl.Float64,
+                 "choice": pl.String, "answer": pl.String, "correct": pl.Boolean, "truncated": pl.Boolean}
+
+
+def survivors(records: pl.DataFrame, near_duplicates: pl.DataFrame) -> pl.DataFrame:
+    """This corpus's rows that passed exact and near dedup (the cascade: cheap filters first)."""
+    leaders = near_duplicates.filter(pl.col("near_duplicate_of").is_null()).select("record_id", "corpus")
+    return records.join(leaders, on=["record_id", "corpus"], how="semi", maintain_order="left")
+
+
+def cached_scores(rows: pl.DataFrame, cache, schema: dict, score) -> tuple[pl.DataFrame, int]:
+    """Scores for ``rows`` from the cache, computing (and caching) only the missing ids."""
+    hit = cache.get(rows["record_id"]) if rows.height else None
+    missing = rows if hit is None else rows.join(hit.select("record_id"), on="record_id", how="anti")
+    fresh = score(missing) if missing.height else pl.DataFrame(schema=schema)
+    cache.put(fresh)
+    parts = [f for f in (hit, fresh) if f is not None and f.height]
+    frame = pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame(schema=schema)
+    return rows.select("record_id").join(frame, on="record_id", how="left", maintain_order="left"), missing.height
+
+
+@dg.asset(
+    partitions_def=corpus_partitions,
+    group_name="uncertainty",
+    kinds={"pytorch", "parquet"},
+    description="Perplexity of each surviving SFT answer given its prompt (prompt tokens masked, chat "
+    "template), the answer's perplexity without the prompt, and their ratio (IFD). Rows removed by exact "
+    "or near dedup are not scored. Cached by (model, record_id).",
+)
+def ppl_scores(context: dg.AssetExecutionContext, raw_records: pl.DataFrame, near_duplicates: pl.DataFrame,
+               language_model: LanguageModel):
+    sft = raw_records.filter(pl.col("kind") == "sft")
+    rows = survivors(sft, near_duplicates)
+
+    def score(missing: pl.DataFrame) -> pl.DataFrame:
+        prompts = [f"{i}\n{x}" if x else i for i, x in zip(missing["instruction"], missing["input"])]
+        result = answer_perplexity(language_model.load(), prompts, missing["output"].to_list(),
+                                   max_tokens=language_model.max_tokens, batch_size=language_model.batch_size)
+        return pl.DataFrame({"record_id": missing["record_id"], **{
+            k: pl.Series(np.ma.filled(result[k].astype(np.float64), np.nan)).fill_nan(None)
+            if k in ("ppl", "ppl_unconditioned", "ifd") else result[k] for k in PPL_SCHEMA if k != "record_id"}},
+            schema=PPL_SCHEMA)
+
+    started = time.perf_counter()
+    frame, computed = cached_scores(rows, language_model.cache("ppl"), PPL_SCHEMA, score)
+    seconds = time.perf_counter() - started
+    ranked = frame.join(sft.select("record_id", "instruction"), on="record_id").drop_nulls("ppl").sort("ppl")
+    return dg.Output(frame, metadata={
+        **table_metadata(frame),
+        "sft_rows": sft.height,
+        "not_scored_filtered_earlier": sft.height - rows.height,
+        "computed_rows": computed,
+        "rows_per_s": round(computed / seconds, 2) if computed else 0.0,
+        "truncated": int(frame["truncated"].sum() or 0),
+        "ppl_distribution": dg.MetadataValue.md(png_markdown(
+            histogram_png(np.log10(frame["ppl"].drop_nulls().to_numpy()), "log10 PPL"), "PPL")),
+        "lowest_ppl": dg.MetadataValue.md(markdown_table(ranked.select("ppl", "instruction"), rows=5)),
+        "highest_ppl": dg.MetadataValue.md(markdown_table(ranked.reverse().select("ppl", "instruction"), rows=5)),
+    })
+
+
+@dg.asset(
+    partitions_def=corpus_partitions,
+    group_name="uncertainty",
+    kinds={"pytorch", "parquet"},
+    description="For surviving multiple-choice rows (exam CSVs, and SFT items whose lettered options "
+    "parse reliably, e.g. AQuA): the probability of each option letter, their sum (option mass: low = "
+    "the model is unsure), the model's choice and whether it is right.",
+)
+def option_probabilities(raw_records: pl.DataFrame, near_duplicates: pl.DataFrame, language_model: LanguageModel):
+    mc = survivors(raw_records.filter(pl.col("kind") == "multiple_choice"), near_duplicates)
+    items = pl.concat([mc.select("record_id", "question", "options", "answer"),
+                       lettered_items(survivors(raw_records, near_duplicates))], how="vertical_relaxed")
+
+    def score(missing: pl.DataFrame) -> pl.DataFrame:
+        result = score_options(language_model.load(), missing["question"].to_list(), missing["options"].to_list(),
+                               answers=missing["answer"].to_list(), batch_size=language_model.batch_size)
+        return pl.DataFrame({
+            "record_id": missing["record_id"], "option_probs": [list(p[:n]) for p, n in
+                                                                 zip(result["option_probs"], result["n_options"])],
+            "option_mass": result["option_mass"], "choice": result["choice"], "answer": missing["answer"],
+            "correct": result["correct"], "truncated": result["truncated"]}, schema=OPTION_SCHEMA)
+
+    frame, computed = cached_scores(items, language_model.cache("options"), OPTION_SCHEMA, score)
+    accuracy = float(frame["correct"].mean()) if frame.height else None
+    return dg.Output(frame, metadata={
+        **table_metadata(frame),
+        "computed_rows": computed,
+        "model_accuracy": accuracy,
+        "option_mass": dg.MetadataValue.md(png_markdown(
+            histogram_png(frame["option_mass"].to_numpy(), "option mass"), "option mass")),
+    })
+
+
+assets = [ppl_scores, option_probabilities]
