@@ -2,23 +2,24 @@
 
 import dagster as dg
 
-from sft_assets.defs import diversity, ingest, novelty, selection, uncertainty
+from sft_assets.defs import diversity, ingest, novelty, quality, selection, uncertainty
 from sft_assets.defs.models import EmbeddingModel, LanguageModel
 from sft_assets.defs.resources import ParquetIOManager, RawRoot, WarehouseResource
 from sft_assets.defs.sensors import build_raw_files_sensor
 from sft_assets.settings import Settings
 
-ALL_ASSETS = [*ingest.assets, *diversity.assets, *novelty.assets, *uncertainty.assets, *selection.assets]
+ALL_ASSETS = [*ingest.assets, *diversity.assets, *novelty.assets, *quality.assets, *uncertainty.assets,
+              *selection.assets]
 
 # The order `sft-assets run` follows; in the UI each is a job of its own.
 PHASES = (
     ("ingest_corpus", True, [ingest.ingest], "Per corpus file: normalized records and quarantine."),
     ("embed_corpus", True, [diversity.embeddings], "Per corpus file: embeddings of rows not in the cache."),
     ("analyze_pool", False, [diversity.candidate_pool, diversity.near_duplicates, diversity.topic_clusters,
-                             diversity.diverse_subset, *novelty.assets],
-     "Over the whole pool: exact and near dedup, topics, the K-Center subset, novelty against the curated set."),
-    ("score_corpus", True, uncertainty.assets,
-     "Per corpus file: perplexity and option probabilities of the rows that survived dedup."),
+                             diversity.diverse_subset, *novelty.assets, quality.quality_model],
+     "Over the whole pool: dedup, topics, the K-Center subset, novelty, the quality model (trained once)."),
+    ("score_corpus", True, [quality.quality_labels, *uncertainty.assets],
+     "Per corpus file: quality labels, then perplexity and option probabilities of the rows that survived."),
     ("select_and_export", False, selection.assets,
      "Over the whole pool: decisions with reasons, the SFT/RM/PPO datasets and the exports."),
 )
@@ -43,6 +44,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
             "curated_root": RawRoot(root=settings.curated_root, category_globs=[]),
             "embedding_model": EmbeddingModel(cache_uri=settings.cache),
             "language_model": LanguageModel(cache_uri=settings.cache),
+            "model_store": quality.ModelStore(path=f"{settings.cache}/models"),
             "export_folder": selection.ExportFolder(path=settings.exports),
         },
     )

@@ -256,7 +256,7 @@ _ENGLISH_PROSE = r"(?i)\b(the|is|are|was|were|of|and|to|this|that|with|it)\b"
 # a lead byte plus two continuation bytes for a CJK character ('ä¸­' for 中).
 _CP1252_TAIL = "\u0080-\u00bf\u20ac\u201a\u0192\u201e\u2026\u2020\u2021\u02c6\u2030\u0160\u2039\u0152\u017d" \
                "\u2018\u2019\u201c\u201d\u2022\u2013\u2014\u02dc\u2122\u0161\u203a\u0153\u017e\u0178"
-_MOJIBAKE = f"\ufffd|[ÃÂ][\u0080-\u00bf]|â€|[äåæçèé][{_CP1252_TAIL}]{{2}}"
+_MOJIBAKE = f"\ufffd|[ÃÂ][{_CP1252_TAIL}]|â€|[äåæçèé][{_CP1252_TAIL}]{{2}}"
 
 
 def _squash(expr: pl.Expr) -> pl.Expr:

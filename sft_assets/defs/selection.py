@@ -8,6 +8,7 @@ from sft_assets.core.exports import validate_exports, write_exports
 from sft_assets.core.plots import bar_png, png_markdown
 from sft_assets.core.selection import SIGNAL_COLUMNS, SelectionPolicy, decide, reason_counts
 from sft_assets.defs.diversity import ALL_CORPORA
+from sft_assets.defs.quality import hard_rule_failures
 from sft_assets.defs.metadata import markdown_table, table_metadata
 
 
@@ -60,7 +61,7 @@ def _per_record(scores: pl.DataFrame, *columns: str) -> pl.DataFrame:
 @dg.asset(
     group_name="selection",
     kinds={"polars", "parquet"},
-    ins={"ppl_scores": ALL_CORPORA, "option_probabilities": ALL_CORPORA},
+    ins={"quality_labels": ALL_CORPORA, "ppl_scores": ALL_CORPORA, "option_probabilities": ALL_CORPORA},
     description="One row per pool candidate: kept or dropped, with the ordered reasons "
     "(exact/near duplicate, quality, novelty, uncertainty, category cap, diversity) and the signals behind them.",
     check_specs=[dg.AssetCheckSpec("counts_add_up", asset="selection_decisions", blocking=True,
@@ -68,7 +69,8 @@ def _per_record(scores: pl.DataFrame, *columns: str) -> pl.DataFrame:
 )
 def selection_decisions(config: SelectionConfig, candidate_pool: pl.DataFrame, near_duplicates: pl.DataFrame,
                         topic_clusters: pl.DataFrame, diverse_subset: pl.DataFrame, novelty_scores: pl.DataFrame,
-                        ppl_scores: pl.DataFrame, option_probabilities: pl.DataFrame):
+                        quality_labels: pl.DataFrame, ppl_scores: pl.DataFrame,
+                        option_probabilities: pl.DataFrame):
     policy = config.policy()
     signals = _signals(
         candidate_pool.select("record_id", "corpus", "kind", "category", "exact_duplicate_of"),
@@ -76,6 +78,8 @@ def selection_decisions(config: SelectionConfig, candidate_pool: pl.DataFrame, n
         topic_clusters.select("record_id", "topic"),
         diverse_subset.select("record_id", "diverse_rank"),
         novelty_scores,
+        quality_labels.unique("record_id", keep="first").select(
+            "record_id", "quality_score", quality_reasons=hard_rule_failures(pl.col("quality_reasons"))),
         _per_record(ppl_scores, "ppl", "ifd"),
         _per_record(option_probabilities, "option_mass"),
     )

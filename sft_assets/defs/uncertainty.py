@@ -9,6 +9,7 @@ import polars as pl
 from sft_assets.core.mc_parse import lettered_items
 from sft_assets.core.perplexity import answer_perplexity, option_probabilities as score_options
 from sft_assets.core.plots import histogram_png, png_markdown
+from sft_assets.defs.quality import hard_rule_failures
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import LanguageModel
 from sft_assets.defs.partitions import corpus_partitions
@@ -42,12 +43,13 @@ def cached_scores(rows: pl.DataFrame, cache, schema: dict, score) -> tuple[pl.Da
     kinds={"pytorch", "parquet"},
     description="Perplexity of each surviving SFT answer given its prompt (prompt tokens masked, chat "
     "template), the answer's perplexity without the prompt, and their ratio (IFD). Rows removed by exact "
-    "or near dedup are not scored. Cached by (model, record_id).",
+    "or near dedup or failing a quality rule are not scored. Cached by (model, record_id).",
 )
 def ppl_scores(context: dg.AssetExecutionContext, raw_records: pl.DataFrame, near_duplicates: pl.DataFrame,
-               language_model: LanguageModel):
+               quality_labels: pl.DataFrame, language_model: LanguageModel):
     sft = raw_records.filter(pl.col("kind") == "sft")
-    rows = survivors(sft, near_duplicates)
+    failed_rules = quality_labels.filter(hard_rule_failures(pl.col("quality_reasons")).list.len() > 0)
+    rows = survivors(sft, near_duplicates).join(failed_rules, on="record_id", how="anti", maintain_order="left")
 
     def score(missing: pl.DataFrame) -> pl.DataFrame:
         prompts = [f"{i}\n{x}" if x else i for i, x in zip(missing["instruction"], missing["input"])]

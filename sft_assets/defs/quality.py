@@ -1,0 +1,130 @@
+"""Quality: a reward-style classifier trained on preference pairs, and per-corpus quality labels."""
+
+import hashlib
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from sft_assets.core.embedding_cache import embed_with_cache
+from sft_assets.core.plots import histogram_png, png_markdown
+from sft_assets.core.quality import (
+    SOFT_RULES, load_model, quality_rules, quality_scores, save_model, train_quality_model,
+)
+from sft_assets.core.readers import read_file
+from sft_assets.defs.diversity import ALL_CORPORA
+from sft_assets.defs.metadata import markdown_table, table_metadata
+from sft_assets.defs.models import EmbeddingModel
+from sft_assets.defs.partitions import corpus_partitions
+from sft_assets.defs.resources import RawRoot
+
+
+def hard_rule_failures(reasons: pl.Expr) -> pl.Expr:
+    """The rule reasons that drop a row; soft ones are shown for review but never drop."""
+    return reasons.list.eval(pl.element().filter(~pl.element().is_in(sorted(SOFT_RULES))))
+
+
+def _text_key(text: str) -> str:
+    return "t:" + hashlib.blake2b(text.encode("utf-8"), digest_size=10).hexdigest()
+
+
+def embed_strings(embedding_model: EmbeddingModel, texts: list[str]) -> np.ndarray:
+    """Vectors for free texts (answers, prompts), cached by a hash of the text."""
+    keys = [_text_key(t) for t in texts]
+    vectors, _ = embed_with_cache(keys, texts, embedding_model.load(), embedding_model.model,
+                                  embedding_model.cache("text"), batch_size=embedding_model.batch_size)
+    return vectors
+
+
+class QualityModelConfig(dg.Config):
+    extra_preference_files: list[str] = []
+    """More preference files to train on (e.g. ../shared/corpora/hh_rlhf/harmless_base_test.jsonl.gz)."""
+    C: float = 0.3
+    test_fraction: float = 0.25
+    seed: int = 0
+
+
+class ModelStore(dg.ConfigurableResource):
+    """Where trained model files go; only files written here, with their recorded hash, are loaded."""
+
+    path: str
+
+    def file(self, name: str) -> Path:
+        return Path(self.path) / name
+
+
+@dg.asset(
+    group_name="quality",
+    kinds={"scikitlearn", "skops"},
+    ins={"raw_records": ALL_CORPORA},
+    description="A chosen-vs-rejected classifier on (prompt, response) features, trained on the preference "
+    "partitions (and any extra preference files). Saved with skops; its SHA-256 is recorded and checked on load, "
+    "so a pool rebuild reuses it instead of retraining.",
+)
+def quality_model(context: dg.AssetExecutionContext, config: QualityModelConfig, raw_records: pl.DataFrame,
+                  embedding_model: EmbeddingModel, model_store: ModelStore):
+    pairs = raw_records.filter(pl.col("kind") == "preference")
+    extra = [read_file(Path(p), Path(p).name).records for p in config.extra_preference_files]
+    pairs = pl.concat([pairs, *extra], how="vertical_relaxed").filter(pl.col("kind") == "preference")
+    pairs = pairs.unique("record_id", keep="first", maintain_order=True)
+    prompts = pairs["prompt"].to_list()
+    model, report = train_quality_model(
+        embed_strings(embedding_model, prompts), embed_strings(embedding_model, pairs["chosen"].to_list()),
+        embed_strings(embedding_model, pairs["rejected"].to_list()), pairs,
+        test_fraction=config.test_fraction, C=config.C, seed=config.seed)
+    path = model_store.file("quality_model.skops")
+    sha = save_model(model, path)
+    frame = pl.DataFrame({"path": [str(path)], "sha256": [sha], "embedding_model": [embedding_model.model],
+                          **{k: [float(v)] for k, v in report.items() if isinstance(v, (int, float))}})
+    context.log.info(f"quality model: held-out pairwise accuracy {report['pairwise_accuracy']:.3f}, "
+                     f"AUC {report['roc_auc']:.3f} on {report['n_test_pairs']} pairs")
+    return dg.Output(frame, metadata={**{k: v for k, v in report.items() if isinstance(v, (int, float))},
+                                      "model_file": dg.MetadataValue.path(str(path)), "sha256": sha})
+
+
+class QualityConfig(dg.Config):
+    threshold: float = 0.5
+    """Rows whose score is below this fail quality (the score is P(good answer))."""
+
+
+@dg.asset(
+    partitions_def=corpus_partitions,
+    group_name="quality",
+    kinds={"scikitlearn", "parquet"},
+    description="For every SFT row of the corpus: cheap rule reasons (empty or one-word answer, copies the "
+    "question, refusal, wrong language, broken encoding), the quality model's score and pass/fail.",
+)
+def quality_labels(config: QualityConfig, raw_records: pl.DataFrame, quality_model: pl.DataFrame,
+                   embedding_model: EmbeddingModel):
+    sft = raw_records.filter(pl.col("kind") == "sft")
+    row = quality_model.row(0, named=True)
+    if row["embedding_model"] != embedding_model.model:
+        raise dg.Failure(f"quality_model was trained on {row['embedding_model']!r} embeddings; "
+                         f"rematerialize it for {embedding_model.model!r}")
+    model = load_model(row["path"], row["sha256"])
+    prompts = [f"{i}\n{x}" if x else i for i, x in zip(sft["instruction"], sft["input"])]
+    answers = sft["output"].fill_null("").to_list()
+    scores = quality_scores(model, embed_strings(embedding_model, prompts), embed_strings(embedding_model, answers),
+                            prompts, answers) if sft.height else np.zeros(0)
+    frame = sft.select("record_id").with_columns(
+        quality_score=pl.Series(scores, dtype=pl.Float64),
+        quality_reasons=quality_rules(sft),
+    ).with_columns(
+        quality_pass=(pl.col("quality_score") >= config.threshold)
+        & hard_rule_failures(pl.col("quality_reasons")).list.len().eq(0),
+    )
+    reasons = frame.select(pl.col("quality_reasons").explode()).drop_nulls().group_by("quality_reasons").len()
+    ranked = frame.join(sft.select("record_id", "instruction", "output"), on="record_id").sort("quality_score")
+    return dg.Output(frame, metadata={
+        **table_metadata(frame),
+        "passed": int(frame["quality_pass"].sum()),
+        "rule_reasons": dg.MetadataValue.md(markdown_table(reasons.sort("len", descending=True), rows=20)),
+        "score_histogram": dg.MetadataValue.md(png_markdown(histogram_png(scores, "quality score"), "quality")),
+        "lowest_scores": dg.MetadataValue.md(markdown_table(ranked.select("quality_score", "instruction", "output"))),
+        "highest_scores": dg.MetadataValue.md(markdown_table(
+            ranked.reverse().select("quality_score", "instruction", "output"))),
+    })
+
+
+assets = [quality_model, quality_labels]
