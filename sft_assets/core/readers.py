@@ -460,10 +460,8 @@ def _classify(obj: Any) -> list[tuple[str, dict[str, Any]]]:
     return [("sft", _sft(obj))]
 
 
-def _unescape(fields: dict[str, Any]) -> dict[str, Any]:
-    def fix(s: str) -> str:
-        return s.replace("\\n", "\n").replace("\\t", "\t")
-
+def _map_strings(fields: dict[str, Any], fix) -> dict[str, Any]:
+    """``fix`` applied to every text of a record: plain fields, history turns, options."""
     out = {}
     for key, value in fields.items():
         if isinstance(value, str):
@@ -477,25 +475,15 @@ def _unescape(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _unescape(text: str) -> str:
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
 def _escaped_share(items: list[dict[str, Any]]) -> float:
     def escaped(fields: dict[str, Any]) -> bool:
         return any(isinstance(v, str) and "\\n" in v for v in fields.values())
 
     return sum(map(escaped, items)) / len(items) if items else 0.0
-
-
-def _normalize_fields(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in fields.items():
-        if isinstance(value, str):
-            out[key] = normalize_text(value)
-        elif key == "history":
-            out[key] = [{k: normalize_text(v) for k, v in turn.items()} for turn in value]
-        elif key == "options":
-            out[key] = [normalize_text(v) for v in value]
-        else:
-            out[key] = value
-    return out
 
 
 def file_category(relpath: str, options: ReaderOptions) -> str | None:
@@ -579,11 +567,11 @@ def _normalize_units(relpath: str, units: list[_Unit], fmt: str, notes: list[str
         parsed.extend((unit, kind, fields) for kind, fields in classified)
     if _escaped_share([f for _, _, f in parsed]) >= 0.2:
         notes.append("literal \\n and \\t escapes turned into newlines and tabs")
-        parsed = [(u, k, _unescape(f)) for u, k, f in parsed]
+        parsed = [(u, k, _map_strings(f, _unescape)) for u, k, f in parsed]
     records: list[dict] = []
     first_row: dict[str, int] = {}
     for unit, kind, fields in parsed:
-        fields = _normalize_fields(kind, fields)
+        fields = _map_strings(fields, normalize_text)
         rid = record_id(kind, fields)
         if rid in first_row:
             quarantine.append(_quarantine_row(
