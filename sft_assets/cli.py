@@ -56,16 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sft-assets", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize every asset on the raw root")
-    run.add_argument("--only-ingest", action="store_true", help="ingest the files, skip the pool-wide assets")
+    run.add_argument("--until", metavar="JOB", help="stop after this job (ingest_corpus, embed_corpus, "
+                     "analyze_pool, score_corpus, select_and_export)")
     sub.add_parser("home", help="create the persistent DAGSTER_HOME and print it")
     args = parser.parse_args(argv)
     if args.command == "home":
         print(ensure_home())
         return 0
-    return run_all(ingest_only=args.only_ingest)
+    return run_all(until=args.until)
 
 
-def run_all(ingest_only: bool = False, defs: dg.Definitions | None = None,
+def run_all(until: str | None = None, defs: dg.Definitions | None = None,
             instance: dg.DagsterInstance | None = None) -> int:
     from sft_assets.definitions import PHASES, defs as default_defs
 
@@ -74,7 +75,10 @@ def run_all(ingest_only: bool = False, defs: dg.Definitions | None = None,
     keys, removed = sync_partitions(instance, defs)
     print(f"{len(keys)} corpus files under the raw root; {len(removed)} partitions dropped")
     failed: list[str] = []
-    for name, per_corpus, _, _ in PHASES[:1] if ingest_only else PHASES:
+    names = [phase[0] for phase in PHASES]
+    if until is not None and until not in names:
+        raise SystemExit(f"--until takes one of {names}, not {until!r}")
+    for name, per_corpus, _, _ in PHASES[: names.index(until) + 1 if until else None]:
         started = time.perf_counter()
         job = defs.resolve_job_def(name)
         for key in keys if per_corpus else [None]:

@@ -57,10 +57,10 @@ def load_sentence_model(model: str = DEFAULT_MODEL, device: str = "auto"):
             local_files_only=True,
         )
     except OSError as exc:
-        raise ValueError(
-            f"{CONFIG_KEY}: {location!r} is neither an existing path nor a model in the local "
-            f"Hugging Face cache (downloads are disabled): {exc}"
-        ) from exc
+        problem = "could not be loaded" if is_path else (
+            "is neither an existing path nor a model in the local Hugging Face cache (downloads are disabled)"
+        )
+        raise ValueError(f"{CONFIG_KEY}: {location!r} {problem}: {exc}") from exc
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:

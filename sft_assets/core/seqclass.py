@@ -67,12 +67,11 @@ def train_sequence_classifier(
 
     Classes are weighted by inverse frequency, as in the embedding classifiers,
     so a small reference set against a large pool still shapes the model. The
-    seed fixes the head's initialization, dropout and batch order (on CPU the
-    result is bit-for-bit repeatable)."""
-    y = np.asarray(labels)
-    if len(texts) != len(y):
-        raise ValueError(f"{len(texts)} texts but {len(y)} labels")
-    if not set(np.unique(y)) == {0, 1}:
+    seed fixes the head's initialization, dropout and batch order."""
+    if len(texts) != len(labels):
+        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+    y = np.asarray(labels, dtype=np.int64)
+    if set(np.unique(y).tolist()) != {0, 1}:
         raise ValueError(f"labels must be 0 and 1, both present; got {sorted(set(y.tolist()))}")
     if steps < 1 or batch_size < 1:
         raise ValueError("steps and batch_size must be at least 1")

@@ -120,6 +120,9 @@ def test_cache_hits_skip_the_model(model, rows, tmp_path):
 
 
 def test_embed_module_imports_neither_polars_nor_dagster():
-    code = "import sys, sft_assets.core.embed, sft_assets.core.kcenter; print(sorted({'polars', 'dagster'} & set(sys.modules)))"
+    code = (
+        "import sys, sft_assets.core.embed, sft_assets.core.kcenter; "
+        "print(sorted({'polars', 'dagster'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

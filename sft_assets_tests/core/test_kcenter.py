@@ -33,7 +33,7 @@ def min_distances(x, centers):
 
 
 def assert_farthest_first(x, order, radius, eligible=None, tol=1e-5):
-    """Each pick is (to float rounding) the farthest still-eligible row; radius is that row's distance after the pick."""
+    """Each pick is (to float rounding) the farthest still-eligible row; radius is the farthest distance after it."""
     eligible = np.ones(len(x), bool) if eligible is None else eligible.copy()
     for i in range(1, len(order)):
         eligible[order[i - 1]] = False

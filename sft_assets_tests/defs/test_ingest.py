@@ -27,7 +27,7 @@ def corpora_run(tmp_path_factory, corpora):
     data = tmp_path_factory.mktemp("data")
     defs = build_defs(Settings.under(data, raw_root=corpora))
     instance = dg.DagsterInstance.ephemeral()
-    assert run_all(ingest_only=True, defs=defs, instance=instance) == 0
+    assert run_all(until="ingest_corpus", defs=defs, instance=instance) == 0
     return defs, instance, defs.resources["warehouse"].warehouse()
 
 
