@@ -309,3 +309,8 @@ def quality_rules(frame: pl.DataFrame) -> pl.Series:
     }
     reasons = pl.concat_list([pl.when(cond).then(pl.lit(code)) for code, cond in checks.items()])
     return texts.select(reasons.list.drop_nulls().alias("rule_reasons")).collect().to_series()
+
+
+def hard_rule_failures(reasons: pl.Expr) -> pl.Expr:
+    """The rule reasons that drop a row; ``SOFT_RULES`` are shown for review but never drop it."""
+    return reasons.list.eval(pl.element().filter(~pl.element().is_in(sorted(SOFT_RULES))))

@@ -10,7 +10,7 @@ import polars as pl
 from sft_assets.core.embedding_cache import embed_with_cache
 from sft_assets.core.plots import histogram_png, png_markdown
 from sft_assets.core.quality import (
-    SOFT_RULES, load_model, quality_rules, quality_scores, save_model, train_quality_model,
+    hard_rule_failures, load_model, quality_rules, quality_scores, save_model, train_quality_model,
 )
 from sft_assets.core.readers import read_file
 from sft_assets.defs.diversity import ALL_CORPORA
@@ -18,11 +18,6 @@ from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import EmbeddingModel
 from sft_assets.defs.partitions import corpus_partitions
 from sft_assets.defs.resources import RawRoot
-
-
-def hard_rule_failures(reasons: pl.Expr) -> pl.Expr:
-    """The rule reasons that drop a row; soft ones are shown for review but never drop."""
-    return reasons.list.eval(pl.element().filter(~pl.element().is_in(sorted(SOFT_RULES))))
 
 
 def _text_key(text: str) -> str:

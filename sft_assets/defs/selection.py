@@ -5,10 +5,10 @@ import polars as pl
 
 from sft_assets.core.datasets import ppo_dataset as build_ppo, rm_dataset as build_rm, sft_dataset as build_sft
 from sft_assets.core.exports import validate_exports, write_exports
+from sft_assets.core.quality import hard_rule_failures
 from sft_assets.core.plots import bar_png, png_markdown
 from sft_assets.core.selection import SIGNAL_COLUMNS, SelectionPolicy, decide, reason_counts
 from sft_assets.defs.diversity import ALL_CORPORA
-from sft_assets.defs.quality import hard_rule_failures
 from sft_assets.defs.metadata import markdown_table, table_metadata
 
 

@@ -8,8 +8,8 @@ import polars as pl
 
 from sft_assets.core.mc_parse import lettered_items
 from sft_assets.core.perplexity import answer_perplexity, option_probabilities as score_options
+from sft_assets.core.quality import hard_rule_failures
 from sft_assets.core.plots import histogram_png, png_markdown
-from sft_assets.defs.quality import hard_rule_failures
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import LanguageModel
 from sft_assets.defs.partitions import corpus_partitions
