@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sft-assets", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize every asset on the raw root")
+    run.add_argument("--from", dest="start", metavar="JOB", help="start at this job (earlier results are reused)")
     run.add_argument("--until", metavar="JOB", help="stop after this job (ingest_corpus, embed_corpus, "
                      "analyze_pool, score_corpus, select_and_export)")
     sub.add_parser("home", help="create the persistent DAGSTER_HOME and print it")
@@ -63,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "home":
         print(ensure_home())
         return 0
-    return run_all(until=args.until)
+    return run_all(start=args.start, until=args.until)
 
 
-def run_all(until: str | None = None, defs: dg.Definitions | None = None,
+def run_all(start: str | None = None, until: str | None = None, defs: dg.Definitions | None = None,
             instance: dg.DagsterInstance | None = None) -> int:
     from sft_assets.definitions import PHASES, defs as default_defs
 
@@ -76,9 +77,11 @@ def run_all(until: str | None = None, defs: dg.Definitions | None = None,
     print(f"{len(keys)} corpus files under the raw root; {len(removed)} partitions dropped")
     failed: list[str] = []
     names = [phase[0] for phase in PHASES]
-    if until is not None and until not in names:
-        raise SystemExit(f"--until takes one of {names}, not {until!r}")
-    for name, per_corpus, _, _ in PHASES[: names.index(until) + 1 if until else None]:
+    for given in (start, until):
+        if given is not None and given not in names:
+            raise SystemExit(f"--from and --until take one of {names}, not {given!r}")
+    first = names.index(start) if start else 0
+    for name, per_corpus, _, _ in PHASES[first : names.index(until) + 1 if until else None]:
         started = time.perf_counter()
         job = defs.resolve_job_def(name)
         for key in keys if per_corpus else [None]:

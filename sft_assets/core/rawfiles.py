@@ -56,7 +56,7 @@ def scan_root(root: str | os.PathLike, ignore: tuple[str, ...] = DEFAULT_IGNORE)
     base = Path(root).resolve()
     scan = Scan()
     if not base.is_dir():
-        raise FileNotFoundError(f"raw root {root!s} is not a folder")
+        raise FileNotFoundError(f"{root!s} is not a folder")
     for folder, dirs, names in os.walk(base):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):

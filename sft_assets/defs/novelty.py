@@ -1,6 +1,7 @@
 """Novelty: what in the pool is unlike the already curated set (and, reversed, what is most like it)."""
 
 import time
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -24,8 +25,8 @@ from sft_assets.defs.resources import RawRoot
     "read with the ingest readers and embedded like the pool.",
 )
 def curated_reference(context: dg.AssetExecutionContext, curated_root: RawRoot, embedding_model: EmbeddingModel):
-    scan = curated_root.scan()
-    frames = [read_file(f.path, key, curated_root.reader_options()).records for key, f in sorted(scan.files.items())]
+    files = curated_root.scan().files if Path(curated_root.root).is_dir() else {}
+    frames = [read_file(f.path, key, curated_root.reader_options()).records for key, f in sorted(files.items())]
     records = pl.concat(frames, how="vertical_relaxed") if frames else empty_records()
     records = records.unique("record_id", keep="first", maintain_order=True)
     if records.height:
@@ -36,7 +37,7 @@ def curated_reference(context: dg.AssetExecutionContext, curated_root: RawRoot, 
     else:
         context.log.warning(f"no curated records under {curated_root.root}: novelty filtering is off")
     return dg.Output(records, metadata={**table_metadata(records, ["record_id", "kind", "instruction"]),
-                                        "files": len(scan.files)})
+                                        "folder": curated_root.root, "files": len(files)})
 
 
 class NoveltyConfig(dg.Config):

@@ -45,8 +45,17 @@ def test_cascade_scores_only_survivors(sample_run):
         SELECT count(*) FROM ppl_scores s JOIN near_duplicates n USING (record_id)
         WHERE n.near_duplicate_of IS NOT NULL""").fetchone()[0]
     assert scored_dups == 0
+    scored_rule_failures = con.execute("""
+        SELECT count(*) FROM ppl_scores s JOIN quality_labels q USING (record_id)
+        WHERE len(q.quality_reasons) > 0""").fetchone()[0]
+    assert scored_rule_failures == 0
     statuses = dict(con.execute("SELECT status, count(*) FROM ppl_scores GROUP BY 1").fetchall())
-    assert statuses["ok"] > 50 and statuses.get("empty_answer") == 1  # the sample's one empty answer
+    assert statuses == {"ok": statuses["ok"]} and statuses["ok"] > 50
+    # the sample's one empty answer stops at the quality rules, before the language model
+    why = con.execute("""
+        SELECT d.reasons FROM selection_decisions d JOIN candidate_pool p USING (record_id)
+        WHERE p.instruction = 'Name a primary color.'""").fetchone()[0]
+    assert why[0] == "failed_quality:empty_output"
     mass = con.execute("SELECT min(option_mass), max(option_mass) FROM option_probabilities").fetchone()
     assert 0.0 <= mass[0] <= mass[1] <= 1.0
 
