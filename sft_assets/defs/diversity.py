@@ -6,6 +6,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from sft_assets.core.embed import count_truncated
 from sft_assets.core.dedup import exact_duplicate_of, near_duplicate_clusters
 from sft_assets.core.embedding_cache import embed_with_cache, embeddings_frame, vectors_of
 from sft_assets.core.kcenter import balanced_caps, k_center_greedy
@@ -51,6 +52,7 @@ def embeddings(context: dg.AssetExecutionContext, raw_records: pl.DataFrame,
     )
     seconds = time.perf_counter() - started
     frame = embeddings_frame(raw_records["record_id"].to_list(), vectors, embedding_model.model)
+    model = embedding_model.load()
     return dg.Output(
         frame,
         metadata={
@@ -58,6 +60,8 @@ def embeddings(context: dg.AssetExecutionContext, raw_records: pl.DataFrame,
             "model": embedding_model.model,
             "dimension": int(vectors.shape[1]),
             "computed_rows": computed,
+            "truncated_rows": dg.MetadataValue.int(count_truncated(model, texts)),
+            "max_tokens": model.max_seq_length,
             "cache_hits": frame.height - computed,
             "seconds": round(seconds, 2),
             "rows_per_s": round(computed / seconds, 1) if computed and seconds else 0.0,

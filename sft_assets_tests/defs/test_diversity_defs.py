@@ -35,3 +35,24 @@ def test_auto_reads_chinese_by_characters(zh_pool):
 def test_auto_keeps_languages_apart():
     split = NearDedupConfig().methods(pl.Series(["en", "zh", "other", "zh"]))
     assert split["tfidf"].tolist() == [1, 3] and split["embedding"].tolist() == [0, 2]
+
+
+def test_embeddings_of_an_empty_partition_and_of_text_past_the_model_limit(tmp_path):
+    import dagster as dg
+
+    from sft_assets.definitions import build_defs
+    from sft_assets.settings import Settings
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "empty.json").write_text("", encoding="utf-8")
+    (raw / "long.jsonl").write_text('{"instruction": "%s", "output": "ok"}\n' % ("word " * 600), encoding="utf-8")
+    defs = build_defs(Settings.under(tmp_path / "data", raw_root=raw))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("corpus", ["empty.json", "long.jsonl"])
+    for key, rows, truncated in (("empty.json", 0, 0), ("long.jsonl", 1, 1)):
+        assert defs.resolve_job_def("update_corpus").execute_in_process(partition_key=key, instance=instance).success
+        meta = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("embeddings"), asset_partitions=[key]), limit=1
+        ).records[0].asset_materialization.metadata
+        assert meta["dagster/row_count"].value == rows and meta["truncated_rows"].value == truncated
