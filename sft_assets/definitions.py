@@ -23,7 +23,8 @@ PHASES = (
     ("select_and_export", False, selection.assets,
      "Over the whole pool: decisions with reasons, the SFT/RM/PPO datasets and the exports."),
 )
-JOBS = {name: dg.define_asset_job(name, selection=dg.AssetSelection.assets(*assets), description=text)
+JOBS = {name: dg.define_asset_job(name, selection=dg.AssetSelection.assets(*assets)
+                                  | dg.AssetSelection.checks_for_assets(*assets), description=text)
         for name, _, assets, text in PHASES}
 # What the sensor runs for a new or changed file.
 corpus_job = dg.define_asset_job(
@@ -35,6 +36,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
     warehouse = WarehouseResource(base_uri=settings.warehouse, catalog_path=settings.catalog)
     return dg.Definitions(
         assets=ALL_ASSETS,
+        asset_checks=selection.checks,
         jobs=[*JOBS.values(), corpus_job],
         sensors=[build_raw_files_sensor(corpus_job)],
         resources={

@@ -134,3 +134,29 @@ def ppo_dataset(
     )
     ptx = sft.with_columns(_draw=draw).sort("_draw", "record_id").head(share_count(sft.height, ptx_fraction))
     return prompts, ptx.drop("_draw").sort("record_id", "corpus")
+
+
+def sft_problems(sft: pl.DataFrame, near_duplicates: pl.DataFrame) -> list[str]:
+    """What would poison training in the SFT set: repeated ids, rows without lineage, near-duplicate pairs."""
+    problems = []
+    if (repeated := sft.height - sft["record_id"].n_unique()) > 0:
+        problems.append(f"{repeated} record_id values appear more than once")
+    if (orphans := sft.filter(pl.col("source").is_null() | pl.col("source_row").is_null()).height) > 0:
+        problems.append(f"{orphans} rows do not trace to a source file and row")
+    pairs = near_duplicates.filter(
+        pl.col("near_duplicate_of").is_not_null()
+        & pl.col("record_id").is_in(sft["record_id"].implode())
+        & pl.col("near_duplicate_of").is_in(sft["record_id"].implode()))
+    if pairs.height:
+        problems.append(f"{pairs.height} near-duplicate pairs, e.g. {pairs.row(0, named=True)['record_id']}")
+    return problems
+
+
+def rm_problems(rm: pl.DataFrame) -> list[str]:
+    """Reward-model pairs that cannot teach a preference: an empty side, or chosen == rejected."""
+    bad = rm.filter(
+        (pl.col("chosen").fill_null("").str.strip_chars() == "")
+        | (pl.col("rejected").fill_null("").str.strip_chars() == "")
+        | (pl.col("prompt").fill_null("").str.strip_chars() == "")
+        | (pl.col("chosen") == pl.col("rejected")))
+    return [f"{bad.height} invalid pairs, e.g. {bad['record_id'][0]}"] if bad.height else []

@@ -78,6 +78,28 @@ def quality_model(context: dg.AssetExecutionContext, config: QualityModelConfig,
                                       "model_file": dg.MetadataValue.path(str(path)), "sha256": sha})
 
 
+def reward_margins(pairs: pl.DataFrame, quality_model: pl.DataFrame, embedding_model: EmbeddingModel) -> pl.DataFrame:
+    """Quality-model scores of each pair's chosen and rejected answers (texts cached from training)."""
+    model = _checked_model(quality_model, embedding_model)
+    prompts = pairs["prompt"].fill_null("").to_list()
+    prompt_emb = embed_strings(embedding_model, prompts)
+    scores = {side: quality_scores(model, prompt_emb, embed_strings(embedding_model, pairs[side].fill_null("").to_list()),
+                                   prompts, pairs[side].fill_null("").to_list()) if pairs.height else []
+              for side in ("chosen", "rejected")}
+    return pairs.select("record_id").with_columns(
+        chosen_score=pl.Series(scores["chosen"], dtype=pl.Float64),
+        rejected_score=pl.Series(scores["rejected"], dtype=pl.Float64))
+
+
+def _checked_model(quality_model: pl.DataFrame, embedding_model: EmbeddingModel):
+    """The quality model, loaded only if its file still has the recorded hash and fits these embeddings."""
+    row = quality_model.row(0, named=True)
+    if row["embedding_model"] != embedding_model.model:
+        raise dg.Failure(f"quality_model was trained on {row['embedding_model']!r} embeddings; "
+                         f"rematerialize it for {embedding_model.model!r}")
+    return load_model(row["path"], row["sha256"])
+
+
 class QualityConfig(dg.Config):
     threshold: float = 0.5
     """Rows whose score is below this fail quality (the score is P(good answer))."""
@@ -93,11 +115,7 @@ class QualityConfig(dg.Config):
 def quality_labels(config: QualityConfig, raw_records: pl.DataFrame, quality_model: pl.DataFrame,
                    embedding_model: EmbeddingModel):
     sft = raw_records.filter(pl.col("kind") == "sft")
-    row = quality_model.row(0, named=True)
-    if row["embedding_model"] != embedding_model.model:
-        raise dg.Failure(f"quality_model was trained on {row['embedding_model']!r} embeddings; "
-                         f"rematerialize it for {embedding_model.model!r}")
-    model = load_model(row["path"], row["sha256"])
+    model = _checked_model(quality_model, embedding_model)
     prompts = [f"{i}\n{x}" if x else i for i, x in zip(sft["instruction"], sft["input"])]
     answers = sft["output"].fill_null("").to_list()
     scores = quality_scores(model, embed_strings(embedding_model, prompts), embed_strings(embedding_model, answers),

@@ -3,13 +3,17 @@
 import dagster as dg
 import polars as pl
 
-from sft_assets.core.datasets import ppo_dataset as build_ppo, rm_dataset as build_rm, sft_dataset as build_sft
+from sft_assets.core.datasets import (
+    ppo_dataset as build_ppo, rm_dataset as build_rm, rm_problems, sft_dataset as build_sft, sft_problems,
+)
 from sft_assets.core.exports import validate_exports, write_exports
 from sft_assets.core.quality import hard_rule_failures
 from sft_assets.core.plots import bar_png, png_markdown
 from sft_assets.core.selection import SIGNAL_COLUMNS, SelectionPolicy, decide, reason_counts
 from sft_assets.defs.diversity import ALL_CORPORA
 from sft_assets.defs.metadata import markdown_table, table_metadata
+from sft_assets.defs.models import EmbeddingModel
+from sft_assets.defs.quality import reward_margins
 
 
 class SelectionConfig(dg.Config):
@@ -122,10 +126,12 @@ def sft_dataset(selection_decisions: pl.DataFrame, raw_records: pl.DataFrame):
     kinds={"polars", "parquet"},
     ins={"raw_records": ALL_CORPORA},
     description="Reward-model pairs (prompt, chosen, rejected, history) from the preference corpora, "
-    "deduplicated; pairs with an empty side or chosen == rejected are counted and left out.",
+    "deduplicated, with the quality model's margin (score of chosen - score of rejected); pairs with an "
+    "empty side or chosen == rejected are counted and left out.",
 )
-def rm_dataset(raw_records: pl.DataFrame):
-    pairs, dropped = build_rm(raw_records.filter(pl.col("kind") == "preference"))
+def rm_dataset(raw_records: pl.DataFrame, quality_model: pl.DataFrame, embedding_model: EmbeddingModel):
+    preference = raw_records.filter(pl.col("kind") == "preference").unique(["record_id", "corpus"], keep="first")
+    pairs, dropped = build_rm(preference, margins=reward_margins(preference, quality_model, embedding_model))
     reasons = dropped.group_by("reason").len().sort("reason")
     return dg.Output(pairs, metadata={**table_metadata(pairs, ["record_id", "prompt", "chosen", "rejected"]),
                                       "dropped_pairs": dropped.height,
@@ -175,4 +181,18 @@ def exports(config: SelectionConfig, export_folder: ExportFolder, selection_deci
                               metadata={"problems": dg.MetadataValue.md("\n".join(problems) or "none")})
 
 
+@dg.asset_check(asset=sft_dataset, blocking=True, additional_ins={"near_duplicates": dg.AssetIn("near_duplicates")},
+                description="no repeated record_id, every row traces to its file and row, no near-duplicate pair")
+def sft_dataset_is_clean(sft_dataset: pl.DataFrame, near_duplicates: pl.DataFrame) -> dg.AssetCheckResult:
+    problems = sft_problems(sft_dataset, near_duplicates)
+    return dg.AssetCheckResult(passed=not problems, metadata={"problems": "; ".join(problems) or "none"})
+
+
+@dg.asset_check(asset=rm_dataset, blocking=True, description="every pair has a prompt, two answers, and they differ")
+def rm_pairs_are_valid(rm_dataset: pl.DataFrame) -> dg.AssetCheckResult:
+    problems = rm_problems(rm_dataset)
+    return dg.AssetCheckResult(passed=not problems, metadata={"problems": "; ".join(problems) or "none"})
+
+
 assets = [selection_decisions, sft_dataset, rm_dataset, ppo_dataset, exports]
+checks = [sft_dataset_is_clean, rm_pairs_are_valid]

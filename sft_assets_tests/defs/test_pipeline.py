@@ -84,3 +84,24 @@ def test_rebuild_from_scratch_is_byte_identical(sample_run, tmp_path):
     assert names == sorted(p.name for p in (second / "exports").iterdir())
     for name in names:
         assert (first / "exports" / name).read_bytes() == (second / "exports" / name).read_bytes(), name
+
+
+def test_blocking_checks_catch_planted_violations(sample_run):
+    import polars as pl
+
+    from sft_assets.core.datasets import rm_problems, sft_problems
+
+    _, defs, _ = sample_run
+    store = defs.resources["warehouse"].warehouse()
+    sft, near, rm = store.read("sft_dataset"), store.read("near_duplicates"), store.read("rm_dataset")
+    assert sft_problems(sft, near) == [] and rm_problems(rm) == []
+    assert rm["quality_margin"].null_count() == 0
+
+    assert "more than once" in sft_problems(pl.concat([sft, sft.head(1)]), near)[0]
+    orphan = sft.with_columns(source=pl.when(pl.int_range(pl.len()) == 0).then(None).otherwise("source"))
+    assert "trace to a source" in sft_problems(orphan, near)[0]
+    copy = near.filter(pl.col("near_duplicate_of").is_in(sft["record_id"].implode())).head(1)
+    planted = pl.concat([sft, sft.head(1).with_columns(record_id=copy["record_id"])])
+    assert any("near-duplicate pairs" in p for p in sft_problems(planted, near))
+    same = rm.head(1).with_columns(rejected=pl.col("chosen"))
+    assert "invalid pairs" in rm_problems(pl.concat([rm, same]))[0]
