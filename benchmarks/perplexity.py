@@ -5,9 +5,12 @@
 Batched scoring runs on all ``--rows`` rows. One-at-a-time scoring runs on
 ``--single-rows`` of them, evenly spaced so they keep the same length mix
 (all of them when ``--single-rows`` is 0 or at least ``--rows``), and its
-rows/s is extrapolated; the output says which. The values of both paths are
-compared on the rows they share. CPU seconds are reported beside wall time,
-because other jobs may share the machine's cores.
+rows/s is extrapolated; the output says which. Other jobs may share the
+machine, so the two modes take turns: the rows go in ``--chunks`` slices (each
+batched slice is length-bucketed on its own), and after each batched slice its
+share of the one-at-a-time rows runs, so both modes see the same load. CPU
+seconds are reported beside wall time. The values of both paths are compared
+on the rows they share.
 Writes benchmarks/results/perplexity.json.
 """
 
@@ -41,10 +44,12 @@ RELPATH = "alpaca_en/alpaca_data-0-3252.json"
 TARGET_SPEEDUP = 3.0
 
 
-def timed(lm, prompts, answers, batch_size, max_tokens) -> tuple[dict, float, float]:
-    """Scores, wall seconds, CPU seconds of this process."""
+def timed(lm, prompts, answers, rows, batch_size, max_tokens) -> tuple[dict, float, float]:
+    """Scores of these rows, wall seconds, CPU seconds of this process."""
     wall, cpu = time.perf_counter(), time.process_time()
-    scores = answer_perplexity(lm, prompts, answers, max_tokens=max_tokens, batch_size=batch_size)
+    scores = answer_perplexity(
+        lm, [prompts[i] for i in rows], [answers[i] for i in rows], max_tokens=max_tokens, batch_size=batch_size
+    )
     if lm.device.startswith("cuda"):
         torch.cuda.synchronize()
     return scores, time.perf_counter() - wall, time.process_time() - cpu
@@ -56,6 +61,7 @@ def main() -> None:
     parser.add_argument("--model", default="default", help="language_model: 'default' or a local path")
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--single-rows", type=int, default=200, help="rows scored one at a time (0: all)")
+    parser.add_argument("--chunks", type=int, default=10, help="slices in which the two modes take turns")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "perplexity.json")
@@ -73,21 +79,26 @@ def main() -> None:
     load_s = time.perf_counter() - started
     answer_perplexity(lm, prompts[:4], answers[:4], max_tokens=args.max_tokens, batch_size=4)  # warm-up
 
-    batched, batched_wall, batched_cpu = timed(lm, prompts, answers, args.batch_size, args.max_tokens)
-    single, single_wall, single_cpu = timed(
-        lm, [prompts[i] for i in subset], [answers[i] for i in subset], 1, args.max_tokens
-    )
+    modes = {
+        f"batched (length-bucketed, batch_size={args.batch_size})": {
+            "rows": rows, "wall_s": 0.0, "cpu_s": 0.0, "extrapolated": False, "batch_size": args.batch_size,
+        },
+        "one at a time (batch_size=1)": {
+            "rows": single_rows, "wall_s": 0.0, "cpu_s": 0.0, "extrapolated": single_rows < rows, "batch_size": 1,
+        },
+    }
+    scores: dict[str, list[dict]] = {name: [] for name in modes}
+    for chunk in np.array_split(np.arange(rows), args.chunks):
+        for (name, mode), chunk_rows in zip(modes.items(), (chunk, np.intersect1d(chunk, subset))):
+            result, wall, cpu = timed(lm, prompts, answers, chunk_rows, mode["batch_size"], args.max_tokens)
+            scores[name].append(result)
+            mode["wall_s"] += wall
+            mode["cpu_s"] += cpu
+    batched, single = ({key: np.ma.concatenate([part[key] for part in parts]) for key in parts[0]}
+                       for parts in scores.values())
     relative = np.ma.abs(single["ppl"] / batched["ppl"][subset] - 1)
     relative_free = np.ma.abs(single["ppl_unconditioned"] / batched["ppl_unconditioned"][subset] - 1)
 
-    modes = {
-        f"batched (length-bucketed, batch_size={args.batch_size})": {
-            "rows": rows, "wall_s": batched_wall, "cpu_s": batched_cpu, "extrapolated": False,
-        },
-        "one at a time (batch_size=1)": {
-            "rows": single_rows, "wall_s": single_wall, "cpu_s": single_cpu, "extrapolated": single_rows < rows,
-        },
-    }
     for mode in modes.values():
         mode["rows_per_s"] = mode["rows"] / mode["wall_s"]
         mode["cpu_s_per_row"] = mode["cpu_s"] / mode["rows"]
@@ -112,6 +123,7 @@ def main() -> None:
         "target_met": bool(speedup >= TARGET_SPEEDUP),
         "one_at_a_time_rows": "all rows" if single_rows == rows else
         f"{single_rows} evenly spaced rows of the {rows}; its rows/s is extrapolated to all {rows}",
+        "turns": f"{args.chunks} slices; each batched slice then its one-at-a-time rows, so both see the same load",
         "max_relative_difference_batched_vs_one_at_a_time": {
             "ppl": float(relative.max()), "ppl_unconditioned": float(relative_free.max()),
         },
