@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 
 from sft_assets.core.embedding_cache import embed_with_cache
+from sft_assets.core.datasets import user_prompt
 from sft_assets.core.plots import histogram_png, png_markdown
 from sft_assets.core.quality import (
     hard_rule_failures, load_model, quality_rules, quality_scores, save_model, train_quality_model,
@@ -116,7 +117,7 @@ def quality_labels(config: QualityConfig, raw_records: pl.DataFrame, quality_mod
                    embedding_model: EmbeddingModel):
     sft = raw_records.filter(pl.col("kind") == "sft")
     model = _checked_model(quality_model, embedding_model)
-    prompts = [f"{i}\n{x}" if x else i for i, x in zip(sft["instruction"], sft["input"])]
+    prompts = sft.select(user_prompt(pl.col("instruction"), pl.col("input"))).to_series().to_list()
     answers = sft["output"].fill_null("").to_list()
     scores = quality_scores(model, embed_strings(embedding_model, prompts), embed_strings(embedding_model, answers),
                             prompts, answers) if sft.height else np.zeros(0)

@@ -9,6 +9,7 @@ import polars as pl
 from sft_assets.core.mc_parse import lettered_items
 from sft_assets.core.perplexity import answer_perplexity, option_probabilities as score_options
 from sft_assets.core.quality import hard_rule_failures
+from sft_assets.core.datasets import user_prompt
 from sft_assets.core.plots import histogram_png, png_markdown
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import LanguageModel
@@ -52,7 +53,7 @@ def ppl_scores(context: dg.AssetExecutionContext, raw_records: pl.DataFrame, nea
     rows = survivors(sft, near_duplicates).join(failed_rules, on="record_id", how="anti", maintain_order="left")
 
     def score(missing: pl.DataFrame) -> pl.DataFrame:
-        prompts = [f"{i}\n{x}" if x else i for i, x in zip(missing["instruction"], missing["input"])]
+        prompts = missing.select(user_prompt(pl.col("instruction"), pl.col("input"))).to_series().to_list()
         result = answer_perplexity(language_model.load(), prompts, missing["output"].to_list(),
                                    max_tokens=language_model.max_tokens, batch_size=language_model.batch_size)
         return pl.DataFrame({"record_id": missing["record_id"], **{
