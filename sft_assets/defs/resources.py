@@ -1,5 +1,6 @@
 """Resources: where raw files are, where tables go. Models live beside their stage."""
 
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -58,8 +59,11 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         partition = context.partition_key if context.has_partition_key else None
-        self.warehouse.warehouse().write(obj, context.asset_key.path[-1], partition)
-        self.warehouse.refresh_catalog()
+        store, asset = self.warehouse.warehouse(), context.asset_key.path[-1]
+        new_table = not (store.partitions(asset) if partition is not None else store.exists(asset))
+        store.write(obj, asset, partition)
+        if new_table or not Path(self.warehouse.catalog_path).exists():
+            self.warehouse.refresh_catalog()  # views read globs: only a new table needs a new view
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
         store = self.warehouse.warehouse()
