@@ -197,8 +197,10 @@ def topic_clusters(config: TopicConfig, candidate_pool: pl.DataFrame, embeddings
 
 class DiverseSubsetConfig(dg.Config):
     budget: int | None = None
-    """How many rows K-Center picks; None: `budget_fraction` of the deduplicated pool."""
+    """How many rows K-Center picks; None: `budget_fraction` of the deduplicated pool, at most `max_budget`."""
     budget_fraction: float = 0.5
+    max_budget: int | None = 2000
+    """Ceiling on the default budget: perplexity, the costliest signal, is computed only for this subset."""
     balance_categories: bool = True
     """Cap each topic so a head category cannot crowd out the tail."""
 
@@ -214,7 +216,10 @@ def diverse_subset(config: DiverseSubsetConfig, near_duplicates: pl.DataFrame, t
                    embeddings: pl.DataFrame):
     leaders = near_duplicates.filter(pl.col("near_duplicate_of").is_null()).select("record_id").join(
         topic_clusters, on="record_id", how="left", maintain_order="left")
-    budget = config.budget if config.budget is not None else int(round(leaders.height * config.budget_fraction))
+    budget = config.budget
+    if budget is None:
+        budget = int(round(leaders.height * config.budget_fraction))
+        budget = budget if config.max_budget is None else min(budget, config.max_budget)
     budget = min(budget, leaders.height)
     topics = leaders["topic"].to_list()
     caps = balanced_caps(topics, budget) if config.balance_categories else None

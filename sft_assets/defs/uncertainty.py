@@ -21,10 +21,21 @@ OPTION_SCHEMA = {"record_id": pl.String, "option_probs": pl.List(pl.Float64), "o
                  "choice": pl.String, "answer": pl.String, "correct": pl.Boolean, "truncated": pl.Boolean}
 
 
-def survivors(records: pl.DataFrame, near_duplicates: pl.DataFrame) -> pl.DataFrame:
-    """This corpus's rows that passed exact and near dedup (the cascade: cheap filters first)."""
+class UncertaintyConfig(dg.Config):
+    only_diverse_subset: bool = True
+    """Score only rows K-Center picked. Selection drops every row outside the subset anyway, so the costliest
+    signal goes last in the cascade; off: every row that passed dedup (and, for PPL, the quality rules)."""
+
+
+def survivors(records: pl.DataFrame, near_duplicates: pl.DataFrame, diverse_subset: pl.DataFrame | None = None
+              ) -> pl.DataFrame:
+    """This corpus's rows that passed exact and near dedup (the cascade: cheap filters first), and, when a
+    diverse subset is given, that K-Center picked."""
     leaders = near_duplicates.filter(pl.col("near_duplicate_of").is_null()).select("record_id", "corpus")
-    return records.join(leaders, on=["record_id", "corpus"], how="semi", maintain_order="left")
+    kept = records.join(leaders, on=["record_id", "corpus"], how="semi", maintain_order="left")
+    if diverse_subset is not None:
+        kept = kept.join(diverse_subset.select("record_id"), on="record_id", how="semi", maintain_order="left")
+    return kept
 
 
 def cached_scores(rows: pl.DataFrame, cache, schema: dict, score) -> tuple[pl.DataFrame, int]:
@@ -44,13 +55,16 @@ def cached_scores(rows: pl.DataFrame, cache, schema: dict, score) -> tuple[pl.Da
     kinds={"pytorch", "parquet"},
     description="Perplexity of each surviving SFT answer given its prompt (prompt tokens masked, chat "
     "template), the answer's perplexity without the prompt, and their ratio (IFD). Rows removed by exact "
-    "or near dedup or failing a quality rule are not scored. Cached by (model, record_id).",
+    "or near dedup, failing a quality rule or (by default) outside the diverse subset are not scored. "
+    "Cached by (model, record_id).",
 )
-def ppl_scores(context: dg.AssetExecutionContext, raw_records: pl.DataFrame, near_duplicates: pl.DataFrame,
-               quality_labels: pl.DataFrame, language_model: LanguageModel):
+def ppl_scores(config: UncertaintyConfig, raw_records: pl.DataFrame, near_duplicates: pl.DataFrame,
+               diverse_subset: pl.DataFrame, quality_labels: pl.DataFrame, language_model: LanguageModel):
     sft = raw_records.filter(pl.col("kind") == "sft")
     failed_rules = quality_labels.filter(hard_rule_failures(pl.col("quality_reasons")).list.len() > 0)
-    rows = survivors(sft, near_duplicates).join(failed_rules, on="record_id", how="anti", maintain_order="left")
+    deduplicated = survivors(sft, near_duplicates)
+    passed_rules = deduplicated.join(failed_rules, on="record_id", how="anti", maintain_order="left")
+    rows = survivors(passed_rules, near_duplicates, diverse_subset if config.only_diverse_subset else None)
 
     def score(missing: pl.DataFrame) -> pl.DataFrame:
         prompts = missing.select(user_prompt(pl.col("instruction"), pl.col("input"))).to_series().to_list()
@@ -68,7 +82,9 @@ def ppl_scores(context: dg.AssetExecutionContext, raw_records: pl.DataFrame, nea
     return dg.Output(frame, metadata={
         **table_metadata(frame),
         "sft_rows": sft.height,
-        "not_scored_filtered_earlier": sft.height - rows.height,
+        "not_scored_duplicate": sft.height - deduplicated.height,
+        "not_scored_failed_quality_rule": deduplicated.height - passed_rules.height,
+        "not_scored_outside_diverse_subset": passed_rules.height - rows.height,
         "computed_rows": computed,
         "rows_per_s": round(computed / seconds, 2) if computed else 0.0,
         "truncated": int(frame["truncated"].sum() or 0),
@@ -87,10 +103,12 @@ def ppl_scores(context: dg.AssetExecutionContext, raw_records: pl.DataFrame, nea
     "parse reliably, e.g. AQuA): the probability of each option letter, their sum (option mass: low = "
     "the model is unsure), the model's choice and whether it is right.",
 )
-def option_probabilities(raw_records: pl.DataFrame, near_duplicates: pl.DataFrame, language_model: LanguageModel):
-    mc = survivors(raw_records.filter(pl.col("kind") == "multiple_choice"), near_duplicates)
-    items = pl.concat([mc.select("record_id", "question", "options", "answer"),
-                       lettered_items(survivors(raw_records, near_duplicates))], how="vertical_relaxed")
+def option_probabilities(config: UncertaintyConfig, raw_records: pl.DataFrame, near_duplicates: pl.DataFrame,
+                         diverse_subset: pl.DataFrame, language_model: LanguageModel):
+    kept = survivors(raw_records, near_duplicates, diverse_subset if config.only_diverse_subset else None)
+    mc = kept.filter(pl.col("kind") == "multiple_choice")
+    items = pl.concat([mc.select("record_id", "question", "options", "answer"), lettered_items(kept)],
+                      how="vertical_relaxed")
 
     def score(missing: pl.DataFrame) -> pl.DataFrame:
         result = score_options(language_model.load(), missing["question"].to_list(), missing["options"].to_list(),
@@ -105,6 +123,7 @@ def option_probabilities(raw_records: pl.DataFrame, near_duplicates: pl.DataFram
     accuracy = float(frame["correct"].mean()) if frame.height else None
     return dg.Output(frame, metadata={
         **table_metadata(frame),
+        "not_scored": raw_records.height - kept.height,
         "computed_rows": computed,
         "model_accuracy": accuracy,
         "option_mass": dg.MetadataValue.md(png_markdown(
