@@ -1,8 +1,10 @@
-"""Command line: ``sft-assets run`` materializes every asset on the raw root.
+"""Command line: ``sft-assets run`` brings every asset up to date with the raw root.
 
 It registers one partition per file (the same rule as the sensor), ingests
-each file in its own run, then builds the pool-wide assets, all recorded in
-the persistent Dagster instance under ``DAGSTER_HOME`` so the UI shows them.
+each new or changed file in its own run, then builds the pool-wide assets, all
+recorded in the persistent Dagster instance under ``DAGSTER_HOME`` so the UI
+shows them. A second run after adding one file ingests, embeds and scores that
+file (and any rows that entered the diverse subset), not the whole pool.
 """
 
 import argparse
@@ -13,7 +15,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from sft_assets.core.rawfiles import content_hash
 from sft_assets.defs.partitions import corpus_partitions
+from sft_assets.defs.uncertainty import partitions_missing_scores
 
 
 DAGSTER_YAML = """\
@@ -37,8 +41,25 @@ def _instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
-def sync_partitions(instance: dg.DagsterInstance, defs: dg.Definitions) -> tuple[list[str], list[str]]:
-    """Register a partition per file under the raw root; drop partitions whose file is gone."""
+def ingested_hashes(instance: dg.DagsterInstance) -> dict[str, str]:
+    """The content hash each partition was last ingested from, as recorded on its materialization."""
+    hashes: dict[str, str] = {}
+    cursor = None
+    while True:
+        page = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_records")),
+                                               limit=1000, cursor=cursor, ascending=True)
+        for record in page.records:
+            sha = record.asset_materialization.metadata.get("content_sha256")
+            if sha is not None:
+                hashes[record.asset_materialization.partition] = sha.value
+        if not page.has_more:
+            return hashes
+        cursor = page.cursor
+
+
+def sync_partitions(instance: dg.DagsterInstance, defs: dg.Definitions) -> tuple[dict[str, Path], list[str]]:
+    """Register a partition per file under the raw root; drop partitions whose file is gone.
+    Returns the files by partition key and the keys dropped."""
     scan = defs.resources["raw_root"].scan()
     for relpath, why in scan.refused.items():
         print(f"  refused {relpath}: {why}", file=sys.stderr)
@@ -49,7 +70,20 @@ def sync_partitions(instance: dg.DagsterInstance, defs: dg.Definitions) -> tuple
     for key in removed:
         store.delete_partition(key)
         instance.delete_dynamic_partition(corpus_partitions.name, key)
-    return sorted(scan.files), removed
+    return {key: scan.files[key].path for key in sorted(scan.files)}, removed
+
+
+def partitions_to_run(phase: str, files: dict[str, Path], ingested: list[str], instance: dg.DagsterInstance,
+                      defs: dg.Definitions) -> list[str]:
+    """The partitions a per-file phase must run: new or changed files, and what their output lacks."""
+    store = defs.resources["warehouse"].warehouse()
+    if phase == "ingest_corpus":
+        hashes = ingested_hashes(instance)
+        return [key for key, path in files.items()
+                if not store.exists("raw_records", key) or hashes.get(key) != content_hash(path)]
+    if phase == "embed_corpus":
+        return sorted(set(ingested) | {key for key in files if not store.exists("embeddings", key)})
+    return sorted(set(ingested) | set(partitions_missing_scores(store, list(files))))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,23 +93,26 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--from", dest="start", metavar="JOB", help="start at this job (earlier results are reused)")
     run.add_argument("--until", metavar="JOB", help="stop after this job (ingest_corpus, embed_corpus, "
                      "analyze_pool, score_corpus, select_and_export)")
+    run.add_argument("--every-partition", action="store_true",
+                     help="run the per-file jobs for every file, not only new or changed ones")
     sub.add_parser("home", help="create the persistent DAGSTER_HOME and print it")
     args = parser.parse_args(argv)
     if args.command == "home":
         print(ensure_home())
         return 0
-    return run_all(start=args.start, until=args.until)
+    return run_all(start=args.start, until=args.until, every_partition=args.every_partition)
 
 
 def run_all(start: str | None = None, until: str | None = None, defs: dg.Definitions | None = None,
-            instance: dg.DagsterInstance | None = None) -> int:
+            instance: dg.DagsterInstance | None = None, every_partition: bool = False) -> int:
     from sft_assets.definitions import PHASES, defs as default_defs
 
     defs = defs or default_defs
     instance = instance or _instance()
-    keys, removed = sync_partitions(instance, defs)
-    print(f"{len(keys)} corpus files under the raw root; {len(removed)} partitions dropped")
+    files, removed = sync_partitions(instance, defs)
+    print(f"{len(files)} corpus files under the raw root; {len(removed)} partitions dropped")
     failed: list[str] = []
+    ingested: list[str] = []
     names = [phase[0] for phase in PHASES]
     for given in (start, until):
         if given is not None and given not in names:
@@ -84,7 +121,13 @@ def run_all(start: str | None = None, until: str | None = None, defs: dg.Definit
     for name, per_corpus, _, _ in PHASES[first : names.index(until) + 1 if until else None]:
         started = time.perf_counter()
         job = defs.resolve_job_def(name)
-        for key in keys if per_corpus else [None]:
+        keys = [None]
+        if per_corpus:
+            keys = list(files) if every_partition else partitions_to_run(name, files, ingested, instance, defs)
+            print(f"{name}: {len(keys)} of {len(files)} partitions to run")
+            if name == "ingest_corpus":
+                ingested = keys
+        for key in keys:
             result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
             if not result.success:
                 failed.append(f"{name}[{key}]" if key else name)

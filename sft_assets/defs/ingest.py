@@ -4,7 +4,7 @@
 import dagster as dg
 import polars as pl
 
-from sft_assets.core.rawfiles import relpath_of
+from sft_assets.core.rawfiles import content_hash, relpath_of
 from sft_assets.core.readers import UnreadableFile, read_file
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.partitions import corpus_partitions
@@ -46,7 +46,9 @@ def ingest(context: dg.AssetExecutionContext, config: IngestConfig, raw_root: Ra
     key = context.partition_key
     relpath = relpath_of(key)
     try:
-        result = read_file(raw_root.path_for(key), relpath, raw_root.reader_options())
+        path = raw_root.path_for(key)
+        sha = content_hash(path)
+        result = read_file(path, relpath, raw_root.reader_options())
     except (UnreadableFile, PermissionError, FileNotFoundError) as exc:
         raise dg.Failure(description=f"{relpath}: {exc}") from exc
     records, quarantine = result.records, result.quarantine
@@ -56,6 +58,7 @@ def ingest(context: dg.AssetExecutionContext, config: IngestConfig, raw_root: Ra
         "rows_normalized": records.height,
         "rows_quarantined": quarantine.height,
         "format": result.format,
+        "content_sha256": sha,
         "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "none"),
     }
     kinds = records.group_by("kind").len().sort("kind")

@@ -14,7 +14,7 @@ from sft_assets.core.quality import (
     hard_rule_failures, load_model, quality_rules, quality_scores, save_model, train_quality_model,
 )
 from sft_assets.core.readers import read_file
-from sft_assets.defs.diversity import ALL_CORPORA
+from sft_assets.defs.diversity import ALL_CORPORA, pool_vectors
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import EmbeddingModel
 from sft_assets.defs.partitions import corpus_partitions
@@ -113,13 +113,14 @@ class QualityConfig(dg.Config):
     description="For every SFT row of the corpus: cheap rule reasons (empty or one-word answer, copies the "
     "question, refusal, wrong language, broken encoding), the quality model's score and pass/fail.",
 )
-def quality_labels(config: QualityConfig, raw_records: pl.DataFrame, quality_model: pl.DataFrame,
-                   embedding_model: EmbeddingModel):
+def quality_labels(config: QualityConfig, raw_records: pl.DataFrame, embeddings: pl.DataFrame,
+                   quality_model: pl.DataFrame, embedding_model: EmbeddingModel):
     sft = raw_records.filter(pl.col("kind") == "sft")
     model = _checked_model(quality_model, embedding_model)
     prompts = sft.select(user_prompt(pl.col("instruction"), pl.col("input"))).to_series().to_list()
     answers = sft["output"].fill_null("").to_list()
-    scores = quality_scores(model, embed_strings(embedding_model, prompts), embed_strings(embedding_model, answers),
+    # An SFT record's embedding is of its user prompt (records.embedding_text): reused, not embedded again.
+    scores = quality_scores(model, pool_vectors(sft, embeddings), embed_strings(embedding_model, answers),
                             prompts, answers) if sft.height else np.zeros(0)
     frame = sft.select("record_id").with_columns(
         quality_score=pl.Series(scores, dtype=pl.Float64),

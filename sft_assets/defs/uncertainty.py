@@ -11,6 +11,7 @@ from sft_assets.core.perplexity import answer_perplexity, option_probabilities a
 from sft_assets.core.quality import hard_rule_failures
 from sft_assets.core.datasets import user_prompt
 from sft_assets.core.plots import histogram_png, png_markdown
+from sft_assets.core.storage import Warehouse
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import LanguageModel
 from sft_assets.defs.partitions import corpus_partitions
@@ -38,6 +39,49 @@ def survivors(records: pl.DataFrame, near_duplicates: pl.DataFrame, diverse_subs
     return kept
 
 
+def ppl_rows(raw_records: pl.DataFrame, near_duplicates: pl.DataFrame, diverse_subset: pl.DataFrame,
+             quality_labels: pl.DataFrame, only_diverse_subset: bool = True) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The SFT rows ``ppl_scores`` scores, and how many it leaves out at each earlier stage."""
+    sft = raw_records.filter(pl.col("kind") == "sft")
+    failed_rules = quality_labels.filter(hard_rule_failures(pl.col("quality_reasons")).list.len() > 0)
+    deduplicated = survivors(sft, near_duplicates)
+    passed_rules = deduplicated.join(failed_rules, on="record_id", how="anti", maintain_order="left")
+    rows = survivors(passed_rules, near_duplicates, diverse_subset if only_diverse_subset else None)
+    return rows, {"duplicate": sft.height - deduplicated.height,
+                  "failed_quality_rule": deduplicated.height - passed_rules.height,
+                  "outside_diverse_subset": passed_rules.height - rows.height}
+
+
+def option_items(raw_records: pl.DataFrame, near_duplicates: pl.DataFrame, diverse_subset: pl.DataFrame,
+                 only_diverse_subset: bool = True) -> pl.DataFrame:
+    """The multiple-choice items ``option_probabilities`` scores: exam rows and SFT rows that parse as one."""
+    kept = survivors(raw_records, near_duplicates, diverse_subset if only_diverse_subset else None)
+    mc = kept.filter(pl.col("kind") == "multiple_choice")
+    return pl.concat([mc.select("record_id", "question", "options", "answer"), lettered_items(kept)],
+                     how="vertical_relaxed")
+
+
+def partitions_missing_scores(store: Warehouse, keys: list[str]) -> list[str]:
+    """Partitions holding rows the uncertainty assets would score but have no score for: new files, or old
+    rows that entered the diverse subset since. Only these need a scoring run."""
+    if not (store.exists("near_duplicates") and store.exists("diverse_subset")):
+        return list(keys)
+    near_duplicates, diverse = store.read("near_duplicates"), store.read("diverse_subset")
+    stale = []
+    for key in keys:
+        tables = ("raw_records", "quality_labels", "ppl_scores", "option_probabilities")
+        if not all(store.exists(table, key) for table in tables):
+            stale.append(key)
+            continue
+        records = store.read("raw_records", key)
+        rows, _ = ppl_rows(records, near_duplicates, diverse, store.read("quality_labels", key))
+        items = option_items(records, near_duplicates, diverse)
+        if (rows.join(store.read("ppl_scores", key), on="record_id", how="anti").height
+                or items.join(store.read("option_probabilities", key), on="record_id", how="anti").height):
+            stale.append(key)
+    return stale
+
+
 def cached_scores(rows: pl.DataFrame, cache, schema: dict, score) -> tuple[pl.DataFrame, int]:
     """Scores for ``rows`` from the cache, computing (and caching) only the missing ids."""
     hit = cache.get(rows["record_id"]) if rows.height else None
@@ -61,10 +105,8 @@ def cached_scores(rows: pl.DataFrame, cache, schema: dict, score) -> tuple[pl.Da
 def ppl_scores(config: UncertaintyConfig, raw_records: pl.DataFrame, near_duplicates: pl.DataFrame,
                diverse_subset: pl.DataFrame, quality_labels: pl.DataFrame, language_model: LanguageModel):
     sft = raw_records.filter(pl.col("kind") == "sft")
-    failed_rules = quality_labels.filter(hard_rule_failures(pl.col("quality_reasons")).list.len() > 0)
-    deduplicated = survivors(sft, near_duplicates)
-    passed_rules = deduplicated.join(failed_rules, on="record_id", how="anti", maintain_order="left")
-    rows = survivors(passed_rules, near_duplicates, diverse_subset if config.only_diverse_subset else None)
+    rows, not_scored = ppl_rows(raw_records, near_duplicates, diverse_subset, quality_labels,
+                                config.only_diverse_subset)
 
     def score(missing: pl.DataFrame) -> pl.DataFrame:
         prompts = missing.select(user_prompt(pl.col("instruction"), pl.col("input"))).to_series().to_list()
@@ -82,9 +124,7 @@ def ppl_scores(config: UncertaintyConfig, raw_records: pl.DataFrame, near_duplic
     return dg.Output(frame, metadata={
         **table_metadata(frame),
         "sft_rows": sft.height,
-        "not_scored_duplicate": sft.height - deduplicated.height,
-        "not_scored_failed_quality_rule": deduplicated.height - passed_rules.height,
-        "not_scored_outside_diverse_subset": passed_rules.height - rows.height,
+        **{f"not_scored_{why}": count for why, count in not_scored.items()},
         "computed_rows": computed,
         "rows_per_s": round(computed / seconds, 2) if computed else 0.0,
         "truncated": int(frame["truncated"].sum() or 0),
@@ -105,10 +145,7 @@ def ppl_scores(config: UncertaintyConfig, raw_records: pl.DataFrame, near_duplic
 )
 def option_probabilities(config: UncertaintyConfig, raw_records: pl.DataFrame, near_duplicates: pl.DataFrame,
                          diverse_subset: pl.DataFrame, language_model: LanguageModel):
-    kept = survivors(raw_records, near_duplicates, diverse_subset if config.only_diverse_subset else None)
-    mc = kept.filter(pl.col("kind") == "multiple_choice")
-    items = pl.concat([mc.select("record_id", "question", "options", "answer"), lettered_items(kept)],
-                      how="vertical_relaxed")
+    items = option_items(raw_records, near_duplicates, diverse_subset, config.only_diverse_subset)
 
     def score(missing: pl.DataFrame) -> pl.DataFrame:
         result = score_options(language_model.load(), missing["question"].to_list(), missing["options"].to_list(),
@@ -123,7 +160,7 @@ def option_probabilities(config: UncertaintyConfig, raw_records: pl.DataFrame, n
     accuracy = float(frame["correct"].mean()) if frame.height else None
     return dg.Output(frame, metadata={
         **table_metadata(frame),
-        "not_scored": raw_records.height - kept.height,
+        "not_scored": raw_records.height - items.height,
         "computed_rows": computed,
         "model_accuracy": accuracy,
         "option_mass": dg.MetadataValue.md(png_markdown(

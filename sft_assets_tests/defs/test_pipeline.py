@@ -9,6 +9,7 @@ import pytest
 from sft_assets.cli import run_all
 from sft_assets.core.exports import validate_exports
 from sft_assets.definitions import build_defs
+from sft_assets.defs.uncertainty import partitions_missing_scores
 from sft_assets.sample import write_sample
 from sft_assets.settings import Settings
 
@@ -109,3 +110,30 @@ def test_blocking_checks_catch_planted_violations(sample_run):
     assert any("near-duplicate pairs" in p for p in sft_problems(planted, near))
     same = rm.head(1).with_columns(rejected=pl.col("chosen"))
     assert "invalid pairs" in rm_problems(pl.concat([rm, same]))[0]
+
+
+def test_second_run_rebuilds_only_what_a_new_file_needs(sample_run, read_corpus, tmp_path):
+    import json
+
+    first, _, _ = sample_run
+    data = tmp_path / "incremental"
+    defs, instance = _build(data, first / "cache")
+
+    def partitions_run(job: str) -> list[str]:
+        return sorted(r.tags["dagster/partition"] for r in instance.get_runs(dg.RunsFilter(job_name=job)))
+
+    before = {job: partitions_run(job) for job in ("ingest_corpus", "embed_corpus", "score_corpus")}
+    assert run_all(defs=defs, instance=instance) == 0  # nothing changed: no per-file run
+    assert {job: partitions_run(job) for job in before} == before
+
+    rows = read_corpus("alpaca_en/alpaca_data-3252-6382.json").records.head(30)
+    new = data / "raw" / "new chunk.json"
+    new.write_text(json.dumps(rows.select("instruction", "input", "output").to_dicts()), encoding="utf-8")
+    assert run_all(defs=defs, instance=instance) == 0
+    added = {job: sorted(set(partitions_run(job)) - set(before[job])) for job in before}
+    assert added["ingest_corpus"] == ["new chunk.json"] and added["embed_corpus"] == ["new chunk.json"]
+    assert "new chunk.json" in added["score_corpus"]
+    con = duckdb.connect(str(data / "catalog.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM candidate_pool WHERE corpus = 'new chunk.json'").fetchone()[0] == 30
+    # every row the cascade sends to the language model has its score, old partitions included
+    assert partitions_missing_scores(defs.resources["warehouse"].warehouse(), partitions_run("ingest_corpus")) == []
