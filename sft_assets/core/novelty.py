@@ -16,6 +16,7 @@ that are the same) gives a NaN-free result and a ``message``, never a crash.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -67,6 +68,10 @@ def _unusable(n_ref: int, n_cand: int, message: str) -> NoveltyResult:
     )
 
 
+# fit_predict(train_rows, test_rows, labels) -> P(reference) for test_rows; rows index reference then candidates.
+FitPredict = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
 def novelty_scores(
     reference_emb: np.ndarray,
     candidate_emb: np.ndarray,
@@ -77,16 +82,27 @@ def novelty_scores(
 ) -> NoveltyResult:
     """Score candidates by how much they look like the reference, out of fold.
 
-    Logistic regression with balanced class weights (the reference is usually
-    far smaller than the pool), stratified K folds so every fold holds both
-    sets. When one side has fewer rows than ``k_folds`` the folds are reduced
-    to that count (at least 2) and the message says so.
-    """
+    Logistic regression on embeddings with balanced class weights (the
+    reference is usually far smaller than the pool)."""
     ref = _as_matrix(reference_emb, "reference_emb")
     cand = _as_matrix(candidate_emb, "candidate_emb")
-    n_ref, n_cand = len(ref), len(cand)
-    if n_ref and n_cand and ref.shape[1] != cand.shape[1]:
+    if len(ref) and len(cand) and ref.shape[1] != cand.shape[1]:
         raise ValueError(f"embedding dimensions differ: reference {ref.shape[1]}, candidates {cand.shape[1]}")
+    X = np.vstack([ref, cand]) if len(ref) and len(cand) else None
+
+    def logistic(train: np.ndarray, test: np.ndarray, y: np.ndarray) -> np.ndarray:
+        model = LogisticRegression(C=C, class_weight="balanced", max_iter=2000)
+        model.fit(X[train], y[train])
+        return model.predict_proba(X[test])[:, 1]
+
+    return out_of_fold_novelty(len(ref), len(cand), logistic, k_folds=k_folds, seed=seed, min_auc=min_auc)
+
+
+def out_of_fold_novelty(n_ref: int, n_cand: int, fit_predict: FitPredict, k_folds: int = 5, seed: int = 0,
+                        min_auc: float = MIN_AUC) -> NoveltyResult:
+    """The K-fold adversarial loop for any classifier (embedding logistic regression, a fine-tuned
+    transformer): stratified folds so every fold holds both sets; when one side has fewer rows than
+    ``k_folds`` the folds are reduced to that count (at least 2) and the message says so."""
     if n_ref == 0:
         return _unusable(0, n_cand, "reference set is empty: nothing to compare with, so no novelty "
                                     "filtering is possible (every candidate counts as novel)")
@@ -98,15 +114,11 @@ def novelty_scores(
                                         f"(reference {n_ref}, candidates {n_cand}): no novelty filtering possible")
     notes = [] if folds == k_folds else [f"folds reduced from {k_folds} to {folds} (reference {n_ref}, "
                                          f"candidates {n_cand} rows)"]
-
-    X = np.vstack([ref, cand])
     y = np.r_[np.ones(n_ref, dtype=np.int8), np.zeros(n_cand, dtype=np.int8)]
     oof = np.empty(len(y))
     fold_aucs = []
-    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y):
-        model = LogisticRegression(C=C, class_weight="balanced", max_iter=2000)
-        model.fit(X[train], y[train])
-        oof[test] = model.predict_proba(X[test])[:, 1]
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
+        oof[test] = fit_predict(train, test, y)
         fold_aucs.append(roc_auc_score(y[test], oof[test]))
     auc = float(np.mean(fold_aucs))
     separable = auc >= min_auc

@@ -113,3 +113,14 @@ def predict_proba(clf: SequenceClassifier, texts: Sequence[str], batch_size: int
         for i in range(0, len(texts), batch_size)
     ]
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def fine_tuned_fit_predict(texts: Sequence[str], **train_options):
+    """A ``novelty.FitPredict`` that fine-tunes a fresh classifier on each training fold:
+    the seed's transformer judge inside the same out-of-fold loop as the embedding one."""
+
+    def fit_predict(train: np.ndarray, test: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        clf = train_sequence_classifier([texts[i] for i in train], labels[train], **train_options)
+        return predict_proba(clf, [texts[i] for i in test])
+
+    return fit_predict
