@@ -68,13 +68,20 @@ def test_frontier_refreshes_stay_exact(pool, monkeypatch):
     assert_farthest_first(emb, order, radius)
 
 
-def test_torch_path_agrees(pool, monkeypatch):
-    """The one-pass-per-pick torch tracker (used on GPUs), run here on the CPU."""
-    emb, _ = pool
+@pytest.mark.parametrize("setting", ["plain", "caps", "initial"])
+def test_torch_path_picks_the_same_centers(pool, monkeypatch, setting):
+    """The one-pass-per-pick torch tracker (used on GPUs), run here on the CPU: the numpy picks, in order."""
+    emb, categories = pool
+    budget = 80
+    kwargs = {"plain": {}, "caps": {"categories": categories, "caps": balanced_caps(categories, budget)},
+              "initial": {"initial": emb[:30]}}[setting]
+    expected, expected_radius = k_center_greedy(emb, budget, **kwargs)
     monkeypatch.setattr(kcenter, "_tracker", lambda x, eligible, device: kcenter._TorchTracker(x, eligible, "cpu"))
-    order, radius = k_center_greedy(emb, 40)
-    assert (np.diff(radius) <= 0).all()
-    assert_farthest_first(emb, order, radius)
+    order, radius = k_center_greedy(emb, budget, **kwargs)
+    assert np.array_equal(order, expected)
+    np.testing.assert_allclose(radius, expected_radius, atol=1e-6)
+    if setting == "plain":
+        assert_farthest_first(emb, order, radius)
 
 
 def test_initial_centers_are_already_covered(pool):
