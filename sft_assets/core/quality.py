@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
-import tempfile
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -31,6 +28,9 @@ import polars as pl
 import skops.io as sio
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from upath import UPath
+
+from sft_assets.core.storage import atomic_write
 
 # ---------------------------------------------------------------- classifier
 
@@ -172,16 +172,7 @@ def save_model(model, path, trusted: Sequence[str] = TRUSTED_TYPES) -> str:
     untrusted = set(sio.get_untrusted_types(data=data)) - set(trusted)
     if untrusted:
         raise UntrustedModelFile(f"model holds types that are not trusted: {sorted(untrusted)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: fh.write(data))
     return _sha256(data)
 
 
@@ -192,7 +183,7 @@ def load_model(path, expected_sha256: str, trusted: Sequence[str] = TRUSTED_TYPE
     change between the check and the load."""
     if not isinstance(expected_sha256, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", expected_sha256):
         raise UntrustedModelFile(f"no valid recorded SHA-256 for {path}; refusing to load an unchecked file")
-    data = Path(path).read_bytes()
+    data = UPath(path).read_bytes()
     actual = _sha256(data)
     if not hmac.compare_digest(actual, expected_sha256.lower()):
         raise UntrustedModelFile(f"{path}: SHA-256 {actual} does not match the recorded {expected_sha256}; "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from typing import BinaryIO, Callable
 from urllib.parse import quote, unquote
 
 import polars as pl
@@ -27,6 +28,26 @@ def encode_partition(key: str) -> str:
 
 def decode_partition(name: str) -> str:
     return unquote(name)
+
+
+def atomic_write(target: str | os.PathLike, write: Callable[[BinaryIO], object]) -> UPath:
+    """Write a file under a temporary name, then rename it into place: a reader sees all of it or none.
+    Works on any fsspec URI (on object stores the final move is a single put)."""
+    target = UPath(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with tmp.open("wb") as fh:
+            write(fh)
+        if target.protocol in ("", "file", "local"):
+            os.replace(tmp.path, target.path)
+        else:
+            tmp.fs.mv(tmp.path, target.path)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    return target
 
 
 class Warehouse:
@@ -48,16 +69,8 @@ class Warehouse:
         return self.table_dir(asset) / f"{encode_partition(partition)}{PARQUET}"
 
     def write(self, frame: pl.DataFrame, asset: str, partition: str | None = None) -> UPath:
-        target = self.path(asset, partition)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        with tmp.open("wb") as fh:
-            frame.write_parquet(fh, compression="zstd", statistics=True)
-        if self.is_local:
-            os.replace(tmp.path, target.path)
-        else:
-            tmp.fs.mv(tmp.path, target.path)
-        return target
+        return atomic_write(self.path(asset, partition),
+                            lambda fh: frame.write_parquet(fh, compression="zstd", statistics=True))
 
     def exists(self, asset: str, partition: str | None = None) -> bool:
         return self.path(asset, partition).exists()

@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import polars as pl
+from upath import UPath
 
 from sft_assets.core.embedding_cache import embed_with_cache
 from sft_assets.core.datasets import user_prompt
@@ -46,8 +47,9 @@ class ModelStore(dg.ConfigurableResource):
 
     path: str
 
-    def file(self, name: str) -> Path:
-        return Path(self.path) / name
+    def file(self, name: str) -> UPath:
+        """Any fsspec URI: on Kubernetes the store must be shared by the pods (e.g. s3://)."""
+        return UPath(self.path) / name
 
 
 @dg.asset(

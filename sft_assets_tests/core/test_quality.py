@@ -85,10 +85,14 @@ def test_too_few_pairs_is_an_error(hh):
         train_quality_model(emb["prompt"][rows], emb["chosen"][rows], emb["rejected"][rows], pairs[rows])
 
 
-def test_save_load_round_trip_checks_the_hash(tmp_path, hh, trained):
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_save_load_round_trip_checks_the_hash(tmp_path, hh, trained, where):
+    """Also through fsspec: on Kubernetes the model store is an object store shared by the pods."""
+    from upath import UPath
+
     pairs, emb = hh
     model, _ = trained
-    path = tmp_path / "models" / "quality.skops"
+    path = (tmp_path if where == "local" else UPath(f"memory://{tmp_path.name}")) / "models" / "quality.skops"
     digest = save_model(model, path)
     assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
     loaded = load_model(path, digest)
