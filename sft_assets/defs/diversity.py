@@ -23,12 +23,13 @@ SELECTABLE = ("sft", "multiple_choice")
 
 def pool_vectors(pool: pl.DataFrame, embeddings: pl.DataFrame) -> np.ndarray:
     """The pool's vectors in pool order (the same record in two files has one vector)."""
-    unique = embeddings.unique("record_id", keep="first")
-    joined = pool.select("record_id").join(unique, on="record_id", how="left", maintain_order="left")
-    missing = joined["embedding"].null_count()
-    if missing:
-        raise dg.Failure(f"{missing} pool rows have no embedding: materialize embeddings for every corpus first")
-    return vectors_of(joined)
+    # Join on the ids only and gather the vectors once: no copy of the whole embedding table.
+    first = embeddings.select("record_id").with_row_index("row").unique("record_id", keep="first")
+    rows = pool.select("record_id").join(first, on="record_id", how="left", maintain_order="left")["row"]
+    if rows.null_count():
+        raise dg.Failure(f"{rows.null_count()} pool rows have no embedding: materialize embeddings for every "
+                         "corpus first")
+    return vectors_of(embeddings.select(pl.col("embedding").gather(rows)))
 
 
 @dg.asset(
