@@ -77,13 +77,21 @@ def scan_root(root: str | os.PathLike, ignore: tuple[str, ...] = DEFAULT_IGNORE)
     return scan
 
 
+def confine(root: str | os.PathLike, path: str | os.PathLike) -> tuple[Path, str]:
+    """``path`` (relative to ``root``, or absolute) resolved, links followed, and its path under the root.
+
+    Refuses anything that resolves outside the root, so no configured path or
+    partition key reads a file elsewhere."""
+    base = Path(root).resolve()
+    resolved = (base / path).resolve()
+    if not resolved.is_relative_to(base):
+        raise PermissionError(f"{str(path)!r} resolves outside the raw root {base}")
+    return resolved, resolved.relative_to(base).as_posix()
+
+
 def resolve_in_root(root: str | os.PathLike, key: str) -> Path:
     """The file behind a partition key, refusing anything that resolves outside the root."""
-    base = Path(root).resolve()
-    path = (base / relpath_of(key)).resolve()
-    if not path.is_relative_to(base):
-        raise PermissionError(f"partition {key!r} resolves outside the raw root {base}")
-    return path
+    return confine(root, relpath_of(key))[0]
 
 
 def content_hash(path: Path) -> str:

@@ -18,6 +18,12 @@ Decisions worth knowing:
   unique within a partition. Copies across files are the pool's business.
 - gsm8k-style TSV (question, answer, rationale, no header) becomes SFT with
   ``output = rationale + "\\n#### " + answer``, the GSM8K answer convention.
+  A first row that reads like column names, none of them known, quarantines
+  every row as ``unknown_columns`` rather than guessing what the columns mean.
+- A UTF-8 file with a few invalid bytes stays UTF-8: only the records that hold
+  them are quarantined (``invalid_utf8``); Latin-1 is for files that are not UTF-8.
+- A record with more text than ``max_record_chars`` is quarantined: no model
+  downstream could use it, and it would stall tokenizers and exports.
 - HH-RLHF dialogues: ``prompt`` is the last human turn of the shared prefix,
   earlier turns go to ``history``, ``chosen``/``rejected`` are the final
   assistant turns. Pairs that diverge earlier are quarantined.
@@ -49,6 +55,7 @@ from sft_assets.core.records import (
 )
 
 DEFAULT_CATEGORY_GLOBS = ("zh_categories/*", "alpaca_cot/*", "categories/*")
+REPLACEMENT = "\ufffd"
 SPLIT_SUFFIX = re.compile(r"_(train|test|dev|val|validation)$")
 
 
@@ -57,6 +64,7 @@ class ReaderOptions:
     """Knobs a user may need to turn for their own files."""
 
     max_decompressed_bytes: int = 1 << 30
+    max_record_chars: int = 1 << 20
     # Files whose stem names the category of all their records (relative globs).
     category_globs: tuple[str, ...] = DEFAULT_CATEGORY_GLOBS
 
@@ -115,7 +123,7 @@ def _gunzip_capped(fh, cap: int) -> tuple[bytes | None, RecordError | None]:
     out = bytearray()
     try:
         with gzip.GzipFile(fileobj=fh) as gz:
-            while chunk := gz.read(1 << 20):
+            while chunk := gz.read(min(1 << 20, cap + 1 - len(out))):
                 out += chunk
                 if len(out) > cap:
                     return None, RecordError(
@@ -127,8 +135,11 @@ def _gunzip_capped(fh, cap: int) -> tuple[bytes | None, RecordError | None]:
     return bytes(out), None
 
 
-def _decode(data: bytes, notes: list[str]) -> str:
-    """UTF-8 (BOM or not), UTF-16/32 by BOM or zero-byte pattern, else Latin-1."""
+def _decode(data: bytes, notes: list[str]) -> tuple[str, bool]:
+    """UTF-8 (BOM or not), UTF-16/32 by BOM or zero-byte pattern, else Latin-1.
+
+    The flag says invalid UTF-8 bytes were replaced by U+FFFD: the file is
+    mostly valid UTF-8, so one bad byte must not turn all of it into Latin-1."""
     for bom, codec in (
         (b"\xef\xbb\xbf", "utf-8-sig"),
         (b"\xff\xfe\x00\x00", "utf-32"),
@@ -139,7 +150,7 @@ def _decode(data: bytes, notes: list[str]) -> str:
         if data.startswith(bom):
             if codec != "utf-8-sig":
                 notes.append(f"decoded as {codec} (byte order mark)")
-            return data.decode(codec, errors="strict")
+            return data.decode(codec, errors="strict"), False
     sample = data[:4096]
     if sample and sample.count(0) > len(sample) // 4:
         even, odd = sample[0::2].count(0), sample[1::2].count(0)
@@ -147,16 +158,23 @@ def _decode(data: bytes, notes: list[str]) -> str:
         try:
             text = data.decode(codec)
             notes.append(f"decoded as {codec} (no byte order mark)")
-            return text
+            return text, False
         except UnicodeDecodeError:
             raise RecordError("binary_content", "file holds binary data, not text") from None
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8"), False
     except UnicodeDecodeError as exc:
         if b"\x00" in sample:
             raise RecordError("binary_content", "file holds binary data, not text") from None
+        text = data.decode("utf-8", errors="replace")
+        replaced = text.count(REPLACEMENT) - data.count(REPLACEMENT.encode())
+        valid_non_ascii = len(text) - len(text.encode("ascii", errors="ignore")) - text.count(REPLACEMENT)
+        if valid_non_ascii > replaced:
+            notes.append(f"{replaced} invalid UTF-8 sequences (first at byte {exc.start}) replaced by U+FFFD; "
+                         "records holding them are quarantined")
+            return text, True
         notes.append(f"not valid UTF-8 ({exc.reason} at byte {exc.start}); decoded as Latin-1")
-        return data.decode("latin-1")
+        return data.decode("latin-1"), False
 
 
 # ---------------------------------------------------------------- formats
@@ -191,6 +209,8 @@ def _byte_offset(text: str, char_index: int) -> int:
 
 
 _SEPARATOR = re.compile(r"\s*(,\s*)?")
+# Python's JSON parser recurses per nesting level: a hostile file must not crash the run.
+TOO_DEEP, TOO_DEEP_DETAIL = "json_too_deep", "nested deeper than the JSON parser's recursion limit"
 
 
 def _json_array_units(text: str, notes: list[str]) -> Iterator[_Unit]:
@@ -219,6 +239,9 @@ def _json_array_units(text: str, notes: list[str]) -> Iterator[_Unit]:
             reason = "invalid_json" if text.rstrip().endswith("]") else "truncated_json"
             yield _damaged_tail(text, pos, row, line, reason, f"{exc.msg}; rest of the file not parsed")
             return
+        except RecursionError:
+            yield _damaged_tail(text, pos, row, line, TOO_DEEP, f"{TOO_DEEP_DETAIL}; rest of the file not parsed")
+            return
         yield _Unit(row, line, value)
         line += text.count("\n", pos, end)
         pos, row = end, row + 1
@@ -242,10 +265,10 @@ def _json_lines_units(text: str) -> Iterator[_Unit]:
             continue
         try:
             yield _Unit(row, line_no, json.loads(line))
-        except json.JSONDecodeError as exc:
-            yield _Unit(
-                row, line_no, error=RecordError("invalid_json", f"line {line_no}: {exc.msg}"), raw=line[:RAW_EXCERPT_CHARS]
-            )
+        except (json.JSONDecodeError, RecursionError) as exc:
+            reason, why = (("invalid_json", exc.msg) if isinstance(exc, json.JSONDecodeError)
+                           else (TOO_DEEP, TOO_DEEP_DETAIL))
+            yield _Unit(row, line_no, error=RecordError(reason, f"line {line_no}: {why}"), raw=line[:RAW_EXCERPT_CHARS])
         row += 1
 
 
@@ -253,7 +276,7 @@ def _json_object_units(text: str, notes: list[str]) -> Iterator[_Unit]:
     """One JSON object: a record, or a wrapper holding a list of records; else JSON lines."""
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         yield from _json_lines_units(text)
         return
     lists = [k for k, v in value.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
@@ -283,8 +306,9 @@ def _table_units(text: str, delimiter: str) -> Iterator[_Unit]:
         yield _Unit(0, 1, error=RecordError("invalid_csv", str(exc)))
         return
     header = _table_header(first)
+    unknown = None if header else _unknown_header(first)
     row = 0
-    pending = [] if header else [(1, first)]
+    pending = [] if header or unknown else [(1, first)]
     line_start = reader.line_num + 1
     while True:
         if pending:
@@ -300,18 +324,37 @@ def _table_units(text: str, delimiter: str) -> Iterator[_Unit]:
             line_no, line_start = line_start, reader.line_num + 1
         if not any(c.strip() for c in cells):
             continue
-        yield _table_row_unit(row, line_no, cells, header)
+        if unknown:
+            yield _Unit(row, line_no, error=RecordError("unknown_columns", unknown), raw=_cells_excerpt(cells))
+        else:
+            yield _table_row_unit(row, line_no, cells, header)
         row += 1
+
+
+KNOWN_COLUMNS = {"question", "answer", "instruction", "input", "output", "prompt", "response", "chosen", "rejected"}
+# A column name: a word or a few, no sentence punctuation, no leading digit (data rows have them).
+_COLUMN_NAME = re.compile(r"[^\W\d]\w*(?:[ .-]\w+){0,3}")
 
 
 def _table_header(cells: list[str]) -> list[str] | None:
     names = [c.strip().lower() for c in cells]
-    known = {"question", "answer", "instruction", "input", "output", "prompt", "response", "chosen", "rejected"}
-    return names if known & set(names) else None
+    return names if KNOWN_COLUMNS & set(names) else None
+
+
+def _unknown_header(cells: list[str]) -> str | None:
+    """Why the first row is a header naming none of the known columns, or None when it reads as data."""
+    names = [c.strip() for c in cells if c.strip()]
+    if names and all(_COLUMN_NAME.fullmatch(n) for n in names):
+        return f"the header {names[:8]} names none of the columns the reader knows ({', '.join(sorted(KNOWN_COLUMNS))})"
+    return None
+
+
+def _cells_excerpt(cells: list[str]) -> str:
+    return "\t".join(cells)[:RAW_EXCERPT_CHARS]
 
 
 def _table_row_unit(row: int, line_no: int, cells: list[str], header: list[str] | None) -> _Unit:
-    raw = "\t".join(cells)[:RAW_EXCERPT_CHARS]
+    raw = _cells_excerpt(cells)
     if header is not None:
         if len(cells) != len(header):
             return _Unit(row, line_no, error=RecordError(
@@ -516,10 +559,11 @@ def read_file(path, relpath: str, options: ReaderOptions = ReaderOptions()) -> R
     notes: list[str] = []
     data, error = _read_bytes(path, options.max_decompressed_bytes)
     fmt = "unknown"
+    replaced_utf8 = False
     units: list[_Unit]
     if error is None:
         try:
-            text = _decode(data, notes)
+            text, replaced_utf8 = _decode(data, notes)
         except RecordError as exc:
             error = exc
     if error is not None:
@@ -529,7 +573,7 @@ def read_file(path, relpath: str, options: ReaderOptions = ReaderOptions()) -> R
     else:
         fmt = _sniff_format(relpath, text)
         units = list(_units(fmt, text, notes))
-    return _normalize_units(relpath, units, fmt, notes, options)
+    return _normalize_units(relpath, units, fmt, notes, options, replaced_utf8)
 
 
 def _units(fmt: str, text: str, notes: list[str]) -> Iterator[_Unit]:
@@ -545,7 +589,29 @@ def _units(fmt: str, text: str, notes: list[str]) -> Iterator[_Unit]:
     return iter([_Unit(0, 1, error=RecordError("unknown_format", detail), raw=text[:RAW_EXCERPT_CHARS])])
 
 
-def _normalize_units(relpath: str, units: list[_Unit], fmt: str, notes: list[str], options: ReaderOptions) -> ReadResult:
+def _strings(fields: dict[str, Any]) -> Iterator[str]:
+    """Every text of a record: plain fields, history turns, options."""
+    for key, value in fields.items():
+        if isinstance(value, str):
+            yield value
+        elif key == "history":
+            yield from (text for turn in value for text in turn.values())
+        elif key == "options":
+            yield from value
+
+
+def _check_text(fields: dict[str, Any], max_chars: int, replaced_utf8: bool) -> None:
+    """Refuse a record too large for any model, or one holding bytes the decoder had to replace."""
+    texts = list(_strings(fields))
+    size = sum(map(len, texts))
+    if size > max_chars:
+        raise RecordError("record_too_large", f"{size} characters of text, over the cap of {max_chars}")
+    if replaced_utf8 and any(REPLACEMENT in text for text in texts):
+        raise RecordError("invalid_utf8", "holds bytes that are not valid UTF-8 (replaced by U+FFFD)")
+
+
+def _normalize_units(relpath: str, units: list[_Unit], fmt: str, notes: list[str], options: ReaderOptions,
+                     replaced_utf8: bool) -> ReadResult:
     category = file_category(relpath, options)
     subject = SPLIT_SUFFIX.sub("", PurePosixPath(relpath).name.split(".")[0])
     dataset = dataset_name(relpath)
@@ -559,6 +625,8 @@ def _normalize_units(relpath: str, units: list[_Unit], fmt: str, notes: list[str
             continue
         try:
             classified = _classify(unit.value)
+            for _, fields in classified:
+                _check_text(fields, options.max_record_chars, replaced_utf8)
         except RecordError as exc:
             rows_read += 1
             quarantine.append(_quarantine_row(relpath, unit, exc))

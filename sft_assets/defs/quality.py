@@ -1,7 +1,6 @@
 """Quality: a reward-style classifier trained on preference pairs, and per-corpus quality labels."""
 
 import hashlib
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -14,7 +13,7 @@ from sft_assets.core.plots import histogram_png, png_markdown
 from sft_assets.core.quality import (
     hard_rule_failures, load_model, quality_rules, quality_scores, save_model, train_quality_model,
 )
-from sft_assets.core.readers import read_file
+from sft_assets.core.readers import UnreadableFile, read_file
 from sft_assets.defs.diversity import ALL_CORPORA, pool_vectors
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import EmbeddingModel
@@ -36,7 +35,8 @@ def embed_strings(embedding_model: EmbeddingModel, texts: list[str]) -> np.ndarr
 
 class QualityModelConfig(dg.Config):
     extra_preference_files: list[str] = []
-    """More preference files to train on (e.g. ../shared/corpora/hh_rlhf/harmless_base_test.jsonl.gz)."""
+    """More preference files to train on, relative to the raw root (e.g. hh_rlhf/harmless_base_test.jsonl.gz);
+    a path that resolves outside the raw root is refused."""
     C: float = 0.3
     test_fraction: float = 0.25
     seed: int = 0
@@ -61,9 +61,9 @@ class ModelStore(dg.ConfigurableResource):
     "so a pool rebuild reuses it instead of retraining.",
 )
 def quality_model(context: dg.AssetExecutionContext, config: QualityModelConfig, raw_records: pl.DataFrame,
-                  embedding_model: EmbeddingModel, model_store: ModelStore):
+                  embedding_model: EmbeddingModel, model_store: ModelStore, raw_root: RawRoot):
+    extra = extra_preference_records(config.extra_preference_files, raw_root)
     pairs = raw_records.filter(pl.col("kind") == "preference")
-    extra = [read_file(Path(p), Path(p).name).records for p in config.extra_preference_files]
     pairs = pl.concat([pairs, *extra], how="vertical_relaxed").filter(pl.col("kind") == "preference")
     pairs = pairs.unique("record_id", keep="first", maintain_order=True)
     prompts = pairs["prompt"].to_list()
@@ -79,6 +79,18 @@ def quality_model(context: dg.AssetExecutionContext, config: QualityModelConfig,
                      f"AUC {report['roc_auc']:.3f} on {report['n_test_pairs']} pairs")
     return dg.Output(frame, metadata={**{k: v for k, v in report.items() if isinstance(v, (int, float))},
                                       "model_file": dg.MetadataValue.path(str(path)), "sha256": sha})
+
+
+def extra_preference_records(paths: list[str], raw_root: RawRoot) -> list[pl.DataFrame]:
+    """Records of the configured extra files; run config must not read files outside the raw root."""
+    frames = []
+    for given in paths:
+        try:
+            path, relpath = raw_root.confine(given)
+            frames.append(read_file(path, relpath, raw_root.reader_options()).records)
+        except (PermissionError, UnreadableFile) as exc:
+            raise dg.Failure(description=f"extra_preference_files: {exc}") from exc
+    return frames
 
 
 def reward_margins(pairs: pl.DataFrame, quality_model: pl.DataFrame, embedding_model: EmbeddingModel) -> pl.DataFrame:

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from sft_assets.core.rawfiles import DEFAULT_IGNORE, Scan, resolve_in_root, scan_root
+from sft_assets.core.rawfiles import DEFAULT_IGNORE, Scan, confine, resolve_in_root, scan_root
 from sft_assets.core.readers import DEFAULT_CATEGORY_GLOBS, ReaderOptions
 from sft_assets.core.storage import Warehouse, refresh_catalog
 
@@ -17,6 +17,7 @@ class RawRoot(dg.ConfigurableResource):
     category_globs: list[str] = list(DEFAULT_CATEGORY_GLOBS)
     ignore: list[str] = list(DEFAULT_IGNORE)
     max_decompressed_bytes: int = 1 << 30
+    max_record_chars: int = 1 << 20
 
     def scan(self) -> Scan:
         return scan_root(self.root, tuple(self.ignore))
@@ -24,9 +25,14 @@ class RawRoot(dg.ConfigurableResource):
     def path_for(self, key: str):
         return resolve_in_root(self.root, key)
 
+    def confine(self, path: str) -> tuple[Path, str]:
+        """A path from config, resolved inside the root (and its path under it); PermissionError outside."""
+        return confine(self.root, path)
+
     def reader_options(self) -> ReaderOptions:
         return ReaderOptions(
             max_decompressed_bytes=self.max_decompressed_bytes,
+            max_record_chars=self.max_record_chars,
             category_globs=tuple(self.category_globs),
         )
 

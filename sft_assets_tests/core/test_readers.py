@@ -1,11 +1,8 @@
-"""Readers on the real corpora and on the bad inputs curators feed them."""
+"""Readers on the real corpora (bad inputs: test_bad_inputs.py)."""
 
-import gzip
 import json
 
-import pytest
-
-from sft_assets.core.readers import ReaderOptions, read_file
+from sft_assets.core.readers import read_file
 
 
 def conserved(result) -> bool:
@@ -88,56 +85,3 @@ def test_same_text_in_two_files_gets_the_same_id(tmp_path):
     (tmp_path / "b.jsonl").write_text(json.dumps({**row, "extra": 1}) + "\n", encoding="utf-8")
     a, b = read_file(tmp_path / "a.json", "a.json"), read_file(tmp_path / "b.jsonl", "b.jsonl")
     assert a.records["record_id"][0] == b.records["record_id"][0]
-
-
-GOOD = {"instruction": "Name a prime.", "input": "", "output": "7"}
-
-
-def _write(tmp_path, name, data: bytes):
-    path = tmp_path / name
-    path.write_bytes(data)
-    return read_file(path, name, ReaderOptions(max_decompressed_bytes=1 << 20))
-
-
-@pytest.mark.parametrize(
-    "name,data,reasons,normalized",
-    [
-        ("empty.json", b"", {"empty_file"}, 0),
-        ("zero.jsonl.gz", b"\x1f\x8b", {"bad_gzip"}, 0),
-        ("bom.json", b"\xef\xbb\xbf" + json.dumps([GOOD]).encode(), set(), 1),
-        ("utf16.json", json.dumps([GOOD], ensure_ascii=False).encode("utf-16"), set(), 1),
-        ("latin1.json", '[{"instruction": "Café?", "output": "Oui"}]'.encode("latin-1"), set(), 1),
-        ("garbage.json", bytes(range(256)) * 8, {"binary_content"}, 0),
-        ("truncated.json", json.dumps([GOOD, GOOD | {"output": "11"}])[:-20].encode(), {"truncated_json"}, 1),
-        ("lines.jsonl", (json.dumps(GOOD) + "\n{broken\n").encode(), {"invalid_json"}, 1),
-        ("types.jsonl", b'{"instruction": 12, "output": 3.5}\n{"instruction": ["a"], "output": "x"}\n'
-         b'{"instruction": "q", "output": null}\n', {"bad_type:instruction", "missing_field:output"}, 1),
-        ("noinstr.json", b'[{"output": "orphan"}, {"instruction": "  ", "output": "x"}]',
-         {"missing_field:instruction", "empty_field:instruction"}, 0),
-        ("notes.txt", b"just some prose\nwith no structure\n", {"unknown_format"}, 0),
-        ("cols.csv", b",Question,A,B,C,D,Answer\n0,Q?,a,b,c,d,A\n1,Q2?,a,b\n", {"bad_columns"}, 1),
-        ("scalars.json", b"[1, \"two\"]", {"not_an_object"}, 0),
-    ],
-)
-def test_bad_input_is_quarantined_never_lost(tmp_path, name, data, reasons, normalized):
-    result = _write(tmp_path, name, data)
-    assert conserved(result)
-    assert result.records.height == normalized
-    assert set(result.quarantine["reason"]) == reasons
-    assert result.quarantine["detail"].null_count() == 0
-
-
-def test_gzip_bomb_stops_at_the_cap(tmp_path):
-    bomb = gzip.compress(b"[" + b" " * (4 << 20) + b"]")
-    result = _write(tmp_path, "bomb.json.gz", bomb)
-    assert result.rows_read == 1 and result.quarantine["reason"].to_list() == ["decompressed_size_cap"]
-
-
-def test_truncated_json_reports_byte_offset(tmp_path):
-    text = json.dumps([GOOD, {"instruction": "Second 中文", "output": "cut here"}], ensure_ascii=False)
-    cut = text[: text.index("cut")]
-    result = _write(tmp_path, "cut.json", cut.encode())
-    row = result.quarantine.row(0, named=True)
-    assert row["reason"] == "truncated_json"
-    assert cut.encode()[row["byte_offset"] : row["byte_offset"] + 1] == b"{"
-    assert row["raw"].startswith('{"instruction": "Second')
