@@ -36,6 +36,7 @@ import polars as pl
 
 from sft_assets.core.datasets import user_prompt
 from sft_assets.core.selection import UNCATEGORIZED, SelectionPolicy, reason_counts
+from sft_assets.core.storage import atomic_write
 
 DATASET_INFO = "dataset_info.json"
 CARD = "README.md"
@@ -202,8 +203,8 @@ def _dumps(value: Any, indent: int | None = None) -> str:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    with open(path, "w", encoding="utf-8", newline="\n") as fh:
-        fh.write(text)
+    """Atomic: a trainer reading the folder during a rebuild sees the old file or the new one, never half."""
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
     return path
 
 
@@ -367,7 +368,7 @@ def _stacked_bars(path: Path, labels: list[str], stacks: dict[str, list[int]], t
         # Without a CJK font installed, Chinese labels draw as boxes; the card's tables hold the names.
         warnings.filterwarnings("ignore", message=r"Glyph .* missing from", category=UserWarning)
         fig.tight_layout()
-        fig.savefig(path, format="png", metadata={"Software": None})
+        atomic_write(path, lambda fh: fig.savefig(fh, format="png", metadata={"Software": None}))
     return path
 
 
