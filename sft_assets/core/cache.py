@@ -34,13 +34,21 @@ class RowCache:
     def _shards(self) -> list[str]:
         return self.store.partitions(self.namespace)
 
+    def _read_shards(self, shards: list[str] | None = None) -> list[pl.DataFrame]:
+        """Every shard still there: another writer's compaction may delete one after it was listed, and a
+        shard goes only once the merged file holding its rows is in place, so skipping it loses nothing."""
+        frames = []
+        for shard in self._shards() if shards is None else shards:
+            try:
+                frames.append(self.store.read(self.namespace, shard))
+            except FileNotFoundError:
+                continue
+        return frames
+
     def get(self, record_ids: list[str] | pl.Series) -> pl.DataFrame | None:
         """Cached rows for these ids (any order), or None when nothing is cached."""
         wanted = pl.Series(KEY, list(record_ids), dtype=pl.String)
-        frames = []
-        for shard in self._shards():
-            frame = self.store.read(self.namespace, shard)
-            frames.append(frame.filter(pl.col(KEY).is_in(wanted.implode())))
+        frames = [f.filter(pl.col(KEY).is_in(wanted.implode())) for f in self._read_shards()]
         frames = [f for f in frames if f.height]
         if not frames:
             return None
@@ -60,7 +68,10 @@ class RowCache:
         shards = self._shards()
         if len(shards) <= 1:
             return
-        merged = pl.concat([self.store.read(self.namespace, s) for s in shards], how="vertical_relaxed")
+        frames = self._read_shards(shards)
+        if not frames:
+            return
+        merged = pl.concat(frames, how="vertical_relaxed")
         merged = merged.unique(KEY, keep="first", maintain_order=True)
         name = "compact-" + hashlib.sha256("".join(shards).encode()).hexdigest()[:16]
         self.store.write(merged, self.namespace, name)
@@ -69,4 +80,4 @@ class RowCache:
                 self.store.delete(self.namespace, shard)
 
     def size(self) -> int:
-        return sum(self.store.read(self.namespace, s).height for s in self._shards())
+        return sum(frame.height for frame in self._read_shards())
