@@ -3,6 +3,9 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The browser tests drive Debian's Chromium through Playwright: no browser is downloaded at run time.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -19,10 +22,14 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
 run: install
 	$(PY) -m sft_assets run
 
-test: install
+test: install $(CHROMIUM)
 	$(PY) -m pytest -q
 
 ui: install

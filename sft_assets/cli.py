@@ -24,6 +24,10 @@ DAGSTER_YAML = """\
 # Written by sft-assets: a persistent local instance, no telemetry.
 telemetry:
   enabled: false
+# 2 cores: a burst of new files queues instead of running one ingest each at once.
+concurrency:
+  runs:
+    max_concurrent_runs: 2
 """
 
 

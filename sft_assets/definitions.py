@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from sft_assets.defs import diversity, ingest, novelty, quality, selection, uncertainty
+from sft_assets.defs import automation, diversity, ingest, novelty, quality, selection, self_instruct, uncertainty
 from sft_assets.defs.models import EmbeddingModel, LanguageModel
 from sft_assets.defs.resources import ParquetIOManager, RawRoot, WarehouseResource
 from sft_assets.defs.sensors import build_raw_files_sensor
@@ -35,10 +35,12 @@ corpus_job = dg.define_asset_job(
 def build_defs(settings: Settings) -> dg.Definitions:
     warehouse = WarehouseResource(base_uri=settings.warehouse, catalog_path=settings.catalog)
     return dg.Definitions(
-        assets=ALL_ASSETS,
+        # Self-instruct rounds run on request only: automated, every new file would start a round.
+        assets=[*automation.automate(ALL_ASSETS), *self_instruct.assets],
         asset_checks=selection.checks,
-        jobs=[*JOBS.values(), corpus_job],
-        sensors=[build_raw_files_sensor(corpus_job)],
+        jobs=[*JOBS.values(), corpus_job, *self_instruct.jobs],
+        sensors=[build_raw_files_sensor(corpus_job, settings.sensor_seconds),
+                 automation.automation_sensor(settings.sensor_seconds)],
         resources={
             "io_manager": ParquetIOManager(warehouse=warehouse),
             "warehouse": warehouse,
@@ -52,4 +54,5 @@ def build_defs(settings: Settings) -> dg.Definitions:
     )
 
 
-defs = build_defs(Settings.from_env())
+# Local runs (`make ui`): one process per run, so the models load once per run rather than once per step.
+defs = dg.Definitions.merge(build_defs(Settings.from_env()), dg.Definitions(executor=dg.in_process_executor))

@@ -16,10 +16,10 @@ from dagster_k8s import k8s_job_executor
 from sft_assets.definitions import build_defs
 from sft_assets.settings import Settings
 
-# The steps (op names) that run a neural model over a whole corpus file: MiniLM on the prompts (embeddings)
-# and on the answers (quality_labels), the causal LM for PPL and option letters. The pool-wide steps that
-# embed (curated_reference, quality_model) see a few thousand texts and stay on CPU nodes.
-GPU_STEPS = ("embeddings", "quality_labels", "ppl_scores", "option_probabilities")
+# The steps (op names) that run a neural model over a whole file or round: MiniLM on the prompts (embeddings)
+# and on the answers (quality_labels), the causal LM for PPL, option letters and self-instruct generation.
+# The pool-wide steps that embed (curated_reference, quality_model) see a few thousand texts: CPU nodes.
+GPU_STEPS = ("embeddings", "quality_labels", "ppl_scores", "option_probabilities", "generated_instructions")
 GPU_POD = {
     "container_config": {"resources": {"limits": {"nvidia.com/gpu": 1}}},
     # GPU node pools are usually tainted so that only pods asking for a GPU land on them.

@@ -3,6 +3,7 @@
 ``SFT_ASSETS_DATA`` moves everything (default ``./data``); the other
 variables move one piece, e.g. ``SFT_ASSETS_RAW_ROOT=../shared/corpora`` to
 ingest the real corpora, or ``SFT_ASSETS_WAREHOUSE=s3://bucket/warehouse``.
+``SFT_ASSETS_SENSOR_SECONDS`` sets how often the sensors look for work (default 15).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class Settings:
     catalog: str
     exports: str
     cache: str
+    sensor_seconds: int = 15
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -32,6 +34,7 @@ class Settings:
             catalog=env.get("SFT_ASSETS_CATALOG", str(data / "catalog.duckdb")),
             exports=env.get("SFT_ASSETS_EXPORTS", str(data / "exports")),
             cache=env.get("SFT_ASSETS_CACHE", str(data / "cache")),
+            sensor_seconds=int(env.get("SFT_ASSETS_SENSOR_SECONDS", "15")),
         )
 
     @classmethod

@@ -32,3 +32,10 @@ def read_corpus(corpora):
         return cache[relpath]
 
     return read
+
+
+@pytest.fixture(scope="session")
+def sample_cache(tmp_path_factory) -> Path:
+    """Embeddings and model scores of the bundled sample, keyed by (model, record_id): every test that builds
+    the sample shares them, so the language model scores it once per session."""
+    return tmp_path_factory.mktemp("sample_cache")

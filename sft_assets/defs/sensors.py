@@ -10,11 +10,11 @@ from sft_assets.defs.partitions import corpus_partitions
 from sft_assets.defs.resources import RawRoot, WarehouseResource
 
 
-def build_raw_files_sensor(job) -> dg.SensorDefinition:
+def build_raw_files_sensor(job, minimum_interval_seconds: int) -> dg.SensorDefinition:
     @dg.sensor(
         name="raw_files_sensor",
         job=job,
-        minimum_interval_seconds=15,
+        minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Adds a partition per new file under the raw root and ingests it; "
         "re-ingests a file whose content hash changed; drops the partition and its "

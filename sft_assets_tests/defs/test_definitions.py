@@ -25,6 +25,8 @@ def describe(defs: dg.Definitions) -> dict:
             "partitioned": node.partitions_def is not None,
             "deps": sorted(d.to_user_string() for d in node.parent_keys),
             "kinds": sorted(node.kinds),
+            "owners": node.owners,
+            "automation": node.automation_condition.get_label() if node.automation_condition else None,
             "has_description": bool(node.description),
         }
     checks = sorted(f"{c.asset_key.to_user_string()}:{c.name}" for c in graph.asset_check_keys)

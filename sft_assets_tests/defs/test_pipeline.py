@@ -1,17 +1,27 @@
 """The whole graph on the bundled sample, as `make run` builds it: from raw files to exports."""
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from sft_assets.cli import run_all
 from sft_assets.core.exports import validate_exports
+from sft_assets.core.storage import Warehouse
 from sft_assets.definitions import build_defs
 from sft_assets.defs.uncertainty import partitions_missing_scores
 from sft_assets.sample import write_sample
 from sft_assets.settings import Settings
+from sft_assets_tests.conftest import REPO
 
 
 def _build(data: Path, cache: Path):
@@ -24,9 +34,9 @@ def _build(data: Path, cache: Path):
 
 
 @pytest.fixture(scope="module")
-def sample_run(tmp_path_factory):
+def sample_run(tmp_path_factory, sample_cache):
     data = tmp_path_factory.mktemp("sample")
-    defs, instance = _build(data, data / "cache")
+    defs, instance = _build(data, sample_cache)
     return data, defs, instance
 
 
@@ -81,19 +91,24 @@ def test_every_pool_row_has_a_decision_and_a_why(sample_run):
     assert lineage[0] == 0
 
 
-def test_rebuild_from_scratch_is_byte_identical(sample_run, tmp_path):
-    first, _, _ = sample_run
-    second = tmp_path / "again"
-    _build(second, first / "cache")
+def assert_same_results(first: Path, second: Path) -> None:
+    """Byte-identical exports and the same selection decisions, row for row."""
     names = sorted(p.name for p in (first / "exports").iterdir())
     assert names == sorted(p.name for p in (second / "exports").iterdir())
     for name in names:
         assert (first / "exports" / name).read_bytes() == (second / "exports" / name).read_bytes(), name
+    decisions = [Warehouse(data / "warehouse").read("selection_decisions") for data in (first, second)]
+    assert_frame_equal(*decisions)
+
+
+def test_rebuild_from_scratch_is_byte_identical(sample_run, sample_cache, tmp_path):
+    first, _, _ = sample_run
+    second = tmp_path / "again"
+    _build(second, sample_cache)
+    assert_same_results(first, second)
 
 
 def test_blocking_checks_catch_planted_violations(sample_run):
-    import polars as pl
-
     from sft_assets.core.datasets import rm_problems, sft_problems
 
     _, defs, _ = sample_run
@@ -112,12 +127,11 @@ def test_blocking_checks_catch_planted_violations(sample_run):
     assert "invalid pairs" in rm_problems(pl.concat([rm, same]))[0]
 
 
-def test_second_run_rebuilds_only_what_a_new_file_needs(sample_run, read_corpus, tmp_path):
+def test_second_run_rebuilds_only_what_a_new_file_needs(sample_run, sample_cache, read_corpus, tmp_path):
     import json
 
-    first, _, _ = sample_run
-    data = tmp_path / "incremental"
-    defs, instance = _build(data, first / "cache")
+    data = tmp_path / "incremental"  # sample_run has filled sample_cache: only the new file needs scores
+    defs, instance = _build(data, sample_cache)
 
     def partitions_run(job: str) -> list[str]:
         return sorted(r.tags["dagster/partition"] for r in instance.get_runs(dg.RunsFilter(job_name=job)))
@@ -137,3 +151,78 @@ def test_second_run_rebuilds_only_what_a_new_file_needs(sample_run, read_corpus,
     assert con.execute("SELECT count(*) FROM candidate_pool WHERE corpus = 'new chunk.json'").fetchone()[0] == 30
     # every row the cascade sends to the language model has its score, old partitions included
     assert partitions_missing_scores(defs.resources["warehouse"].warehouse(), partitions_run("ingest_corpus")) == []
+
+
+KILLED_PARTITION = "zh/中文指令.json"  # sorts last: the run has scored every other file when it gets there
+RUN_ALL = [sys.executable, "-c", "from sft_assets.cli import run_all; raise SystemExit(run_all())"]  # `make run`
+
+
+def _cache_without_perplexities(source: Path, target: Path, record_ids: list[str]) -> None:
+    """A copy of ``source``'s cache minus the perplexities of ``record_ids``: the run has scoring to do there."""
+    shutil.copytree(source, target)
+    cache = Warehouse(target)
+    for namespace in (name for name, _ in cache.assets() if name.startswith("ppl-")):
+        for shard in cache.partitions(namespace):
+            rows = cache.read(namespace, shard)
+            kept = rows.filter(~pl.col("record_id").is_in(record_ids))
+            if kept.height == 0:
+                cache.delete(namespace, shard)
+            elif kept.height < rows.height:
+                cache.write(kept, namespace, shard)
+
+
+def _ppl_step_started(instance: dg.DagsterInstance, partition: str) -> bool:
+    runs = instance.get_runs(dg.RunsFilter(job_name="score_corpus", tags={"dagster/partition": partition}))
+    return any(event.step_key == "ppl_scores" for run in runs
+               for event in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START))
+
+
+@pytest.mark.slow
+def test_killed_mid_scoring_resumes_to_the_same_results(sample_run, sample_cache, tmp_path, monkeypatch):
+    """`sft-assets run` in a process of its own, SIGKILLed inside ppl_scores, then run again: the
+    same exports and decisions as the uninterrupted run, and no cache ever holds a partial row.
+    The cache starts warm except for the perplexities of one file, so the run has real scoring to
+    be killed in and the test stays short."""
+    reference, _, _ = sample_run
+    data, home = tmp_path / "data", tmp_path / "data" / "home"
+    write_sample(data)
+    killed_ids = Warehouse(reference / "warehouse").read("ppl_scores", KILLED_PARTITION)["record_id"].to_list()
+    assert killed_ids
+    _cache_without_perplexities(sample_cache, data / "cache", killed_ids)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SFT_ASSETS_")},
+           "SFT_ASSETS_DATA": str(data), "DAGSTER_HOME": str(home)}
+
+    log_path, store = tmp_path / "run.log", Warehouse(data / "warehouse")
+    with open(log_path, "wb") as log:
+        run = subprocess.Popen(RUN_ALL, cwd=REPO, env=env, stdout=log, stderr=log)
+        try:
+            deadline = time.monotonic() + 300
+            # The file's quality labels come just before its perplexities. Only then is the run's instance
+            # read from here: opening it while the run creates it would race on the schema.
+            while not store.exists("quality_labels", KILLED_PARTITION):
+                assert run.poll() is None and time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
+                time.sleep(0.2)
+            monkeypatch.setenv("DAGSTER_HOME", str(home))
+            instance = dg.DagsterInstance.get()
+            while not _ppl_step_started(instance, KILLED_PARTITION):
+                assert run.poll() is None and time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
+                time.sleep(0.2)
+            time.sleep(2)  # inside the step: the model loading or scoring the file's rows
+        finally:
+            run.send_signal(signal.SIGKILL)
+        assert run.wait() == -signal.SIGKILL
+        instance.dispose()
+
+    assert not store.exists("ppl_scores", KILLED_PARTITION)  # killed inside the step, before its output
+    assert store.exists("ppl_scores", "en_instructions.json")  # files scored before it are in place
+    cache = Warehouse(data / "cache")
+    for namespace, _ in cache.assets():  # every shard whole and readable; none from the killed step
+        shards = [cache.read(namespace, shard) for shard in cache.partitions(namespace)]
+        assert all(shard.height for shard in shards)
+        if namespace.startswith("ppl-"):
+            assert not pl.concat(shards)["record_id"].is_in(killed_ids).any()
+
+    with open(log_path, "ab") as log:
+        resumed = subprocess.run(RUN_ALL, cwd=REPO, env=env, stdout=log, stderr=log, timeout=600)
+    assert resumed.returncode == 0, log_path.read_text(errors="replace")[-3000:]
+    assert_same_results(reference, data)
