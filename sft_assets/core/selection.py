@@ -79,8 +79,13 @@ class SelectionPolicy:
     # Similarity above which the near-duplicate stage clusters rows; decide()
     # trusts near_duplicate_of and keeps this here so the card states it.
     near_duplicate_threshold: float = 0.9
-    # Quality: drop below this classifier score (rule failures always drop).
-    quality_threshold: float = 0.5
+    # Quality (rule failures always drop): drop the lowest-scored share of the rows
+    # reaching the stage, and anything below the absolute threshold. The share is
+    # the default because a reward model trained on other data (HH-RLHF dialogues)
+    # is shifted on SFT answers: on the shared corpora its median is below 0.5,
+    # so an absolute 0.5 would drop most of the pool.
+    quality_threshold: float = 0.0
+    quality_drop_fraction: float | None = 0.25
     # Novelty: drop rows the adversarial classifier finds like the curated set.
     require_novel: bool = True
     novelty_threshold: float = 0.5
@@ -109,6 +114,8 @@ class SelectionPolicy:
                 problems.append(f"{name} must be in [0, 1]")
         if self.uncertainty_signal not in ("ppl", "ifd"):
             problems.append("uncertainty_signal must be 'ppl' or 'ifd'")
+        if self.quality_drop_fraction is not None and not 0.0 <= self.quality_drop_fraction < 1.0:
+            problems.append("quality_drop_fraction must be in [0, 1)")
         if self.uncertainty_keep_fraction is not None and not 0.0 < self.uncertainty_keep_fraction <= 1.0:
             problems.append("uncertainty_keep_fraction must be in (0, 1]")
         if self.category_cap is not None and (isinstance(self.category_cap, bool) or self.category_cap < 1):
@@ -242,14 +249,23 @@ def _duplicates(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:
     )
 
 
+def quality_cut(frame: pl.DataFrame, policy: SelectionPolicy) -> float:
+    """The score below which a row fails: the absolute threshold, or the ``quality_drop_fraction``
+    quantile of the scores of rows still alive with no rule failure, whichever is higher."""
+    cut = policy.quality_threshold
+    if policy.quality_drop_fraction:
+        scores = frame.filter(_ALIVE & (pl.col("quality_reasons").list.len() == 0))["quality_score"].drop_nulls()
+        if scores.len():
+            cut = max(cut, float(scores.quantile(policy.quality_drop_fraction, interpolation="lower")))
+    return cut
+
+
 def _quality(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:
-    score = pl.col("quality_score")
+    score, cut = pl.col("quality_score"), quality_cut(frame, policy)
     return _append(
         frame,
         pl.col("quality_reasons").list.eval(pl.lit("failed_quality:") + pl.element()),
-        pl.when(score < policy.quality_threshold).then(
-            pl.format(f"failed_quality:score={{}}<{policy.quality_threshold:g}", _value(score))
-        ),
+        pl.when(score < cut).then(pl.format(f"failed_quality:score={{}}<{cut:.4g}", _value(score))),
         _if_missing(policy.missing_quality, score.is_null(), "failed_quality:missing_score"),
     )
 

@@ -19,7 +19,9 @@ from sft_assets.defs.quality import reward_margins
 class SelectionConfig(dg.Config):
     """The selection policy; every field is editable in the Launchpad."""
 
-    quality_threshold: float = 0.5
+    quality_threshold: float = 0.0
+    quality_drop_fraction: float | None = 0.25
+    """Drop this lowest-scored share of the rows reaching the quality stage (on top of quality_threshold)."""
     require_novel: bool = True
     novelty_threshold: float = 0.5
     uncertainty_signal: str = "ppl"
