@@ -29,9 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench_env import REPO  # first: offline models, the package on sys.path
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402

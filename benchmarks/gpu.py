@@ -38,12 +38,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))  # runs from a checkout without installing the package
+from bench_env import HERE, CORPORA  # first: offline models, the package on sys.path
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -53,7 +48,6 @@ from sft_assets.core.kcenter import k_center_greedy  # noqa: E402
 from sft_assets.core.perplexity import answer_perplexity, load_causal_lm  # noqa: E402
 
 TEXTS = HERE / "data" / "gpu_texts.json.gz"
-CORPORA = Path(os.environ.get("SFT_ASSETS_CORPORA", REPO.parent / "shared" / "corpora"))
 PPL_FILE = "alpaca_en/alpaca_data-0-3252.json"
 TARGET_EMBED_ROWS_PER_S = 50_000
 

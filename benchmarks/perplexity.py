@@ -24,12 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))  # runs from a checkout without installing the package
+from bench_env import HERE, CORPORA  # first: offline models, the package on sys.path
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
@@ -39,7 +34,6 @@ from sft_assets.core.datasets import user_prompt  # noqa: E402
 from sft_assets.core.perplexity import answer_perplexity, load_causal_lm  # noqa: E402
 from sft_assets.core.readers import read_file  # noqa: E402
 
-CORPORA = Path(os.environ.get("SFT_ASSETS_CORPORA", REPO.parent / "shared" / "corpora"))
 RELPATH = "alpaca_en/alpaca_data-0-3252.json"
 TARGET_SPEEDUP = 3.0
 
