@@ -139,9 +139,9 @@ def ppl_scores(config: UncertaintyConfig, raw_records: pl.DataFrame, near_duplic
     partitions_def=corpus_partitions,
     group_name="uncertainty",
     kinds={"pytorch", "parquet"},
-    description="For surviving multiple-choice rows (exam CSVs, and SFT items whose lettered options "
-    "parse reliably, e.g. AQuA): the probability of each option letter, their sum (option mass: low = "
-    "the model is unsure), the model's choice and whether it is right.",
+    description="For multiple-choice rows that survived dedup and (by default) are in the diverse subset "
+    "(exam CSVs, and SFT items whose lettered options parse reliably, e.g. AQuA): the probability of each "
+    "option letter, their sum (option mass: low = the model is unsure), the model's choice and whether it is right.",
 )
 def option_probabilities(config: UncertaintyConfig, raw_records: pl.DataFrame, near_duplicates: pl.DataFrame,
                          diverse_subset: pl.DataFrame, language_model: LanguageModel):
