@@ -1,7 +1,6 @@
 """Novelty: what in the pool is unlike the already curated set (and, reversed, what is most like it)."""
 
 import time
-from pathlib import Path
 from typing import Literal
 
 import dagster as dg
@@ -13,8 +12,7 @@ from sft_assets.core.novelty import (
     NoveltyResult, most_like_reference, novelty_scores as score_novelty, out_of_fold_novelty,
 )
 from sft_assets.core.plots import histogram_png, png_markdown
-from sft_assets.core.readers import read_file
-from sft_assets.core.records import embedding_texts, empty_records
+from sft_assets.core.records import embedding_texts
 from sft_assets.core.seqclass import fine_tuned_fit_predict
 from sft_assets.defs.diversity import ALL_CORPORA, pool_vectors
 from sft_assets.defs.metadata import markdown_table, table_metadata
@@ -29,9 +27,7 @@ from sft_assets.defs.resources import RawRoot
     "read with the ingest readers and embedded like the pool.",
 )
 def curated_reference(context: dg.AssetExecutionContext, curated_root: RawRoot, embedding_model: EmbeddingModel):
-    files = curated_root.scan().files if Path(curated_root.root).is_dir() else {}
-    frames = [read_file(f.path, key, curated_root.reader_options()).records for key, f in sorted(files.items())]
-    records = pl.concat(frames, how="vertical_relaxed") if frames else empty_records()
+    records, files = curated_root.read_all()
     records = records.unique("record_id", keep="first", maintain_order=True)
     if records.height:
         vectors, _ = embed_with_cache(records["record_id"].to_list(), embedding_texts(records), embedding_model.load(),
@@ -41,7 +37,7 @@ def curated_reference(context: dg.AssetExecutionContext, curated_root: RawRoot, 
     else:
         context.log.warning(f"no curated records under {curated_root.root}: novelty filtering is off")
     return dg.Output(records, metadata={**table_metadata(records, ["record_id", "kind", "instruction"]),
-                                        "folder": curated_root.root, "files": len(files)})
+                                        "folder": curated_root.root, "files": files})
 
 
 class NoveltyConfig(dg.Config):

@@ -6,7 +6,8 @@ import dagster as dg
 import polars as pl
 
 from sft_assets.core.rawfiles import DEFAULT_IGNORE, Scan, confine, resolve_in_root, scan_root
-from sft_assets.core.readers import DEFAULT_CATEGORY_GLOBS, ReaderOptions
+from sft_assets.core.readers import DEFAULT_CATEGORY_GLOBS, ReaderOptions, read_file
+from sft_assets.core.records import empty_records
 from sft_assets.core.storage import Warehouse, refresh_catalog
 
 
@@ -28,6 +29,12 @@ class RawRoot(dg.ConfigurableResource):
     def confine(self, path: str) -> tuple[Path, str]:
         """A path from config, resolved inside the root (and its path under it); PermissionError outside."""
         return confine(self.root, path)
+
+    def read_all(self) -> tuple[pl.DataFrame, int]:
+        """The records of every file under the root (none when the folder is missing), and how many files."""
+        files = self.scan().files if Path(self.root).is_dir() else {}
+        frames = [read_file(f.path, key, self.reader_options()).records for key, f in sorted(files.items())]
+        return (pl.concat(frames, how="vertical_relaxed") if frames else empty_records()), len(files)
 
     def reader_options(self) -> ReaderOptions:
         return ReaderOptions(

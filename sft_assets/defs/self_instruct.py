@@ -73,9 +73,7 @@ class SelfInstructConfig(dg.Config):
 
 def seed_tasks(root: RawRoot) -> pl.DataFrame:
     """SFT records of every file under ``root``, one per instruction, with ``origin`` = file#row."""
-    files = root.scan().files if Path(root.root).is_dir() else {}
-    frames = [read_file(f.path, key, root.reader_options()).records for key, f in sorted(files.items())]
-    records = pl.concat(frames, how="vertical_relaxed") if frames else empty_records()
+    records, _ = root.read_all()
     tasks = records.filter(pl.col("kind") == "sft").unique("instruction", keep="first", maintain_order=True)
     return tasks.with_columns(origin=pl.format("seed:{}#{}", "source", "source_row"))
 
