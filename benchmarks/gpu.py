@@ -12,11 +12,12 @@ small file that ``--prepare`` writes where the corpora are (git-ignored, a few M
 
 With ``--device auto`` (CUDA when torch sees a GPU) it measures:
 - embeddings: ``embed_texts`` rows/s over ``--embed-rows`` real alpaca_en
-  instructions (all 30,186, repeated), per batch size, in fp32 and, on CUDA,
-  fp16 (``model.half()``) with the largest cosine change fp16 makes;
+  instructions (all 30,186, repeated), per batch size, in fp32, bf16 and, on
+  CUDA, fp16, with the largest cosine change each makes against fp32;
   target 50,000 rows/s on a GPU;
 - perplexity: ``answer_perplexity`` rows/s on the first ``--ppl-rows`` SFT rows
   of alpaca_en/alpaca_data-0-3252.json (those of benchmarks/perplexity.py),
+  in ``--ppl-precision`` (the pipeline's ``auto`` by default),
   batched at each of ``--ppl-batch-sizes`` vs one pair at a time, and the
   largest relative difference between the two;
 - K-Center-Greedy: ``--kcenter-rows`` x 384 (the real vectors tiled, plus
@@ -93,13 +94,13 @@ def timed(device: str, fn):
 def bench_embeddings(texts: list[str], rows: int, batch_sizes: list[int], device: str, model_name: str
                      ) -> tuple[dict, np.ndarray]:
     """Rows/s per (precision, batch size); returns the fp32 vectors of the distinct texts too, for K-Center."""
-    model = load_sentence_model(model_name, device)
+    model = load_sentence_model(model_name, device, precision="float32")
     work = [texts[i % len(texts)] for i in range(rows)]
-    precisions = ["fp32", "fp16"] if device.startswith("cuda") else ["fp32"]
+    precisions = ["fp32", "bf16", "fp16"] if device.startswith("cuda") else ["fp32", "bf16"]
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     runs, first = [], {}
     for precision in precisions:
-        if precision == "fp16":
-            model.half()
+        model.to(dtypes[precision])
         embed_texts(model, work[: batch_sizes[0]], batch_sizes[0])  # warm-up: kernels, allocator
         for batch_size in batch_sizes:
             vectors, seconds = timed(device, lambda: embed_texts(model, work, batch_size))
@@ -114,16 +115,17 @@ def bench_embeddings(texts: list[str], rows: int, batch_sizes: list[int], device
         "target_rows_per_s": TARGET_EMBED_ROWS_PER_S,
         "target_met": bool(best["rows_per_s"] >= TARGET_EMBED_ROWS_PER_S) if device.startswith("cuda") else None,
     }
-    if "fp16" in first:
-        cosine = (first["fp16"].astype(np.float64) * first["fp32"]).sum(axis=1)
-        result["fp16_cosine_change"] = {"max": float(1 - cosine.min()), "p99_9": float(1 - np.quantile(cosine, 0.001))}
+    for precision in precisions[1:]:
+        cosine = (first[precision].astype(np.float64) * first["fp32"]).sum(axis=1)
+        result[f"{precision}_cosine_change"] = {"max": float(1 - cosine.min()),
+                                                "p99_9": float(1 - np.quantile(cosine, 0.001))}
     return result, first["fp32"][: result["distinct_texts"]]
 
 
 def bench_perplexity(prompts: list[str], answers: list[str], batch_sizes: list[int], single_rows: int, device: str,
-                     model_name: str, gguf_file: str | None, max_tokens: int) -> dict:
+                     model_name: str, gguf_file: str | None, max_tokens: int, precision: str) -> dict:
     """Batched at each batch size vs one pair at a time (on evenly spaced rows, extrapolated when fewer)."""
-    lm, load_s = timed(device, lambda: load_causal_lm(model_name, device, gguf_file))
+    lm, load_s = timed(device, lambda: load_causal_lm(model_name, device, gguf_file, precision))
     answer_perplexity(lm, prompts[:4], answers[:4], max_tokens=max_tokens, batch_size=4)  # warm-up
     rows = len(answers)
     modes, scores = [], []
@@ -200,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ppl-single-rows", type=int, default=2000, help="rows scored one at a time")
     parser.add_argument("--ppl-batch-sizes", type=_ints, default=[16, 64])
     parser.add_argument("--max-tokens", type=int, default=512)
+    parser.add_argument("--ppl-precision", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="the pipeline's setting; auto: bfloat16 where the hardware runs it natively")
     parser.add_argument("--kcenter-rows", type=int, default=1_000_000)
     parser.add_argument("--kcenter-budget", type=int, default=10_000)
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/gpu-<device>.json")
@@ -225,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     ppl = texts["ppl"]
     perplexity = bench_perplexity(ppl["prompts"][: args.ppl_rows], ppl["answers"][: args.ppl_rows],
                                   args.ppl_batch_sizes, args.ppl_single_rows, device, args.language_model,
-                                  args.gguf_file, args.max_tokens)
+                                  args.gguf_file, args.max_tokens, args.ppl_precision)
     perplexity["data"] = ppl["source"]
     results = {
         "benchmark": __doc__.splitlines()[0],

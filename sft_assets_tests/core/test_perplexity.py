@@ -9,6 +9,8 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 import pytest
+import torch
+from scipy.stats import spearmanr
 
 from sft_assets.core.perplexity import answer_perplexity, load_causal_lm, option_probabilities
 
@@ -19,7 +21,8 @@ MAX_TOKENS = 64
 
 @pytest.fixture(scope="module")
 def lm():
-    return load_causal_lm()
+    """float32: batching must not change a score, which bfloat16 rounding would blur (checked on its own below)."""
+    return load_causal_lm(precision="float32")
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +81,19 @@ def test_batched_and_one_at_a_time_agree(lm, alpaca, scores):
     for key in ("ppl", "ppl_unconditioned"):
         np.testing.assert_allclose(single[key], scores[key], rtol=1e-3)
     np.testing.assert_array_equal(single["answer_tokens"], scores["answer_tokens"])
+
+
+def test_bfloat16_scores_track_float32(lm, read_corpus):
+    """The precision ``auto`` picks on AMX CPUs and GPUs: perplexities move by a few percent, their order
+    (what selection uses) hardly at all."""
+    rows = read_corpus("alpaca_en/alpaca_data-0-3252.json").records.slice(100, 24)
+    prompts, answers = rows["instruction"].to_list(), rows["output"].to_list()
+    bf16 = load_causal_lm(precision="bfloat16")
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    exact, fast = (answer_perplexity(model, prompts, answers, max_tokens=MAX_TOKENS) for model in (lm, bf16))
+    ratio = np.asarray(fast["ppl"]) / np.asarray(exact["ppl"])
+    assert np.abs(ratio - 1).max() < 0.1
+    assert spearmanr(exact["ppl"], fast["ppl"]).statistic > 0.97
 
 
 def test_empty_answer_is_masked_with_a_reason(lm, alpaca):
