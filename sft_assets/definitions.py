@@ -4,7 +4,7 @@ import dagster as dg
 
 from sft_assets.defs import automation, diversity, ingest, novelty, quality, selection, self_instruct, uncertainty
 from sft_assets.defs.models import EmbeddingModel, LanguageModel
-from sft_assets.defs.resources import ParquetIOManager, RawRoot, WarehouseResource
+from sft_assets.defs.resources import EmbeddingsIOManager, ParquetIOManager, RawRoot, WarehouseResource
 from sft_assets.defs.sensors import build_raw_files_sensor
 from sft_assets.settings import Settings
 
@@ -43,6 +43,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
                  automation.automation_sensor(settings.sensor_seconds)],
         resources={
             "io_manager": ParquetIOManager(warehouse=warehouse),
+            "embeddings_io_manager": EmbeddingsIOManager(warehouse=warehouse),
             "warehouse": warehouse,
             "raw_root": RawRoot(root=settings.raw_root),
             "curated_root": RawRoot(root=settings.curated_root, category_globs=[]),

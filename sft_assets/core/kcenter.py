@@ -15,6 +15,9 @@ A row outside the frontier can be no farther than its last exact distance,
 so while the frontier's best beats the best of the rest, it is the true
 farthest row; when it does not, the batch is applied early. On a GPU
 (``device="cuda"``, torch) one pass per pick is cheap and is what is done.
+
+``extend_k_center`` starts from an earlier selection instead of from nothing,
+so a grown pool changes the picks only where the new rows are not covered.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ import numpy as np
 PICKS_PER_UPDATE = 128  # picks applied to the whole pool in one matrix product
 FRONTIER = 2048  # rows kept exact between two whole-pool updates
 _ROW_CHUNK = 16384  # pool rows per matrix product, to bound memory
+# Distances to the same centers differ in the last float32 bits between product shapes: a row at the earlier
+# radius, measured again, must not count as uncovered.
+RADIUS_TOLERANCE = 1e-5
 
 
 def balanced_caps(categories: Sequence[Hashable], budget: int) -> dict[Hashable, int]:
@@ -68,36 +74,107 @@ def k_center_greedy(
 
     BLAS runs on one thread: thousands of small products per run, and
     OpenBLAS threads spin-waiting on shared cores made this 2-3x slower."""
+    with _one_blas_thread():
+        picker = _Picker(emb, categories, caps, device)
+        if initial is not None and len(initial):
+            picker.cover(np.asarray(initial, dtype=np.float32))
+        picker.greedy(budget)
+        return picker.result()
+
+
+def extend_k_center(
+    emb: np.ndarray,
+    budget: int,
+    previous: Sequence[int],
+    previous_radius: float,
+    categories: Sequence[Hashable] | None = None,
+    caps: Mapping[Hashable, int] | None = None,
+    device: str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """K-Center that keeps an earlier selection and adds only what the pool now lacks.
+
+    A full rerun after a pool grows reshuffles most picks, and every new pick
+    costs the scores computed only for picked rows. Here ``previous`` (row
+    indices of the earlier picks still in the pool, in their pick order) stay
+    centers, in order, while their category has room under ``caps``. Then
+    farthest-first picks follow while the farthest row is farther than
+    ``previous_radius`` (the earlier final radius): the rows the earlier picks
+    leave uncovered, mostly new ones. Below ``budget``, greedy goes on to it;
+    above, the last earlier picks (they cover least) are dropped, never a new
+    one; when new picks alone pass the budget, the first ``budget`` of them stay.
+
+    Returns ``order`` and ``radius`` as ``k_center_greedy`` does, measured on
+    this pool: the radius after an earlier pick is the farthest open row once
+    it and the picks before it in ``order`` are centers. It never increases."""
+    previous = np.asarray(previous, dtype=np.int64)
+    if np.unique(previous).size != previous.size:
+        raise ValueError("previous picks repeat a row")
+    x = np.ascontiguousarray(emb, dtype=np.float32)  # one copy for both pickers
+    with _one_blas_thread():
+        picker = _Picker(x, categories, caps, device)
+        for row in previous.tolist():
+            if picker.is_open(row):
+                picker.take(row)
+        kept = len(picker.order)
+        picker.greedy(kept + budget, beyond=previous_radius + RADIUS_TOLERANCE)
+        picker.greedy(budget)
+        if len(picker.order) <= budget:
+            return picker.result()
+        new = picker.order[kept:]
+        final = picker.order[: max(budget - len(new), 0)] + new[:budget]
+        replay = _Picker(x, categories, caps, device)  # the radii without the dropped centers
+        for row in final:
+            replay.take(row)
+        return replay.result()
+
+
+def _one_blas_thread():
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _k_center_greedy(emb, budget, categories, caps, initial, device)
+    return threadpool_limits(limits=1, user_api="blas")
 
 
-def _k_center_greedy(emb, budget, categories, caps, initial, device) -> tuple[np.ndarray, np.ndarray]:
-    x = np.ascontiguousarray(emb, dtype=np.float32)
-    n = x.shape[0]
-    codes, cap_of_code = _category_codes(n, categories, caps)
-    eligible = cap_of_code[codes] > 0
-    tracker = _tracker(x, eligible, device)
-    if initial is not None and len(initial):
-        tracker.add_vectors(np.asarray(initial, dtype=np.float32))
-        pick, _ = tracker.farthest()
-    else:
-        pick = _farthest_from_mean(x, eligible)
-    picked_per_code = np.zeros(cap_of_code.size, dtype=np.int64)
-    order: list[int] = []
-    radius: list[float] = []
-    while pick >= 0 and len(order) < budget:
-        order.append(pick)
-        tracker.add(pick)
-        code = codes[pick]
-        picked_per_code[code] += 1
-        closed = np.flatnonzero(codes == code) if picked_per_code[code] >= cap_of_code[code] else [pick]
-        tracker.exclude(np.asarray(closed))
-        pick, farthest = tracker.farthest()
-        radius.append(max(farthest, 0.0))
-    return np.asarray(order, dtype=np.int64), np.asarray(radius, dtype=np.float32)
+class _Picker:
+    """Centers taken one at a time under the caps, each with the radius it leaves."""
+
+    def __init__(self, emb, categories, caps, device):
+        x = np.ascontiguousarray(emb, dtype=np.float32)
+        self.codes, self.cap_of_code = _category_codes(x.shape[0], categories, caps)
+        eligible = self.cap_of_code[self.codes] > 0
+        self.tracker = _tracker(x, eligible, device)
+        self.picked_per_code = np.zeros(self.cap_of_code.size, dtype=np.int64)
+        self.order: list[int] = []
+        self.radius: list[float] = []
+        self.next, self.next_distance = _farthest_from_mean(x, eligible), math.inf  # no center yet
+
+    def cover(self, centers: np.ndarray) -> None:
+        """Rows near ``centers`` (vectors, not rows) count as covered."""
+        self.tracker.add_vectors(centers)
+        self.next, self.next_distance = self.tracker.farthest()
+
+    def is_open(self, row: int) -> bool:
+        """Whether the row's category has room (a row already taken is the caller's to avoid)."""
+        code = self.codes[row]
+        return bool(self.picked_per_code[code] < self.cap_of_code[code])
+
+    def take(self, row: int) -> None:
+        self.order.append(row)
+        self.tracker.add(row)
+        code = self.codes[row]
+        self.picked_per_code[code] += 1
+        closed = np.flatnonzero(self.codes == code) if self.picked_per_code[code] >= self.cap_of_code[code] else [row]
+        self.tracker.exclude(np.asarray(closed))
+        self.next, farthest = self.tracker.farthest()
+        self.next_distance = max(farthest, 0.0)
+        self.radius.append(self.next_distance)
+
+    def greedy(self, until: int, beyond: float = -math.inf) -> None:
+        """Farthest-first picks until ``until`` centers in all, or none farther than ``beyond`` is left."""
+        while self.next >= 0 and len(self.order) < until and self.next_distance > beyond:
+            self.take(self.next)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.order, dtype=np.int64), np.asarray(self.radius, dtype=np.float32)
 
 
 def _category_codes(n, categories, caps) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,9 @@
 
 The base is a local folder by default and any fsspec URI (``s3://``,
 ``gs://``, ``memory://``) by configuration. Writes go to a temporary name and
-are renamed into place, so a reader sees a whole file or none. The DuckDB
+are renamed into place, so a reader sees a whole file or none. A table may
+have a ``.npy`` matrix beside its parquet (``write_vectors``): the same rows,
+memory-mapped on read where the base is local. The DuckDB
 catalog is a file of views over the parquet globs; it is rebuilt into a new
 file and swapped in, so it never holds a write lock that a reader could trip on.
 """
@@ -15,10 +17,12 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 from urllib.parse import quote, unquote
 
+import numpy as np
 import polars as pl
 from upath import UPath
 
 PARQUET = ".parquet"
+NPY = ".npy"
 
 
 def encode_partition(key: str) -> str:
@@ -63,10 +67,10 @@ class Warehouse:
     def table_dir(self, asset: str) -> UPath:
         return self.base / asset
 
-    def path(self, asset: str, partition: str | None = None) -> UPath:
+    def path(self, asset: str, partition: str | None = None, suffix: str = PARQUET) -> UPath:
         if partition is None:
-            return self.base / f"{asset}{PARQUET}"
-        return self.table_dir(asset) / f"{encode_partition(partition)}{PARQUET}"
+            return self.base / f"{asset}{suffix}"
+        return self.table_dir(asset) / f"{encode_partition(partition)}{suffix}"
 
     def write(self, frame: pl.DataFrame, asset: str, partition: str | None = None) -> UPath:
         return atomic_write(self.path(asset, partition),
@@ -75,9 +79,27 @@ class Warehouse:
     def exists(self, asset: str, partition: str | None = None) -> bool:
         return self.path(asset, partition).exists()
 
-    def read(self, asset: str, partition: str | None = None) -> pl.DataFrame:
+    def read(self, asset: str, partition: str | None = None, columns: list[str] | None = None) -> pl.DataFrame:
+        """The table, or only ``columns`` of it. Read through one open handle, never by path: polars
+        opens a path more than once and could mix two versions of a file replaced meanwhile."""
         with self.path(asset, partition).open("rb") as fh:
-            return pl.read_parquet(fh)
+            return pl.read_parquet(fh, columns=columns)
+
+    def write_vectors(self, vectors: np.ndarray, asset: str, partition: str | None = None) -> UPath:
+        """A 2-d float32 matrix beside the table's parquet, in the parquet's row order."""
+        matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+        return atomic_write(self.path(asset, partition, NPY), lambda fh: np.save(fh, matrix, allow_pickle=False))
+
+    def read_vectors(self, asset: str, partition: str | None = None) -> np.ndarray | None:
+        """The matrix beside the table (None if there is none): an ``np.memmap`` on a local base, so only
+        the rows a caller touches are read; an object store cannot be mapped, so there it is read whole."""
+        target = self.path(asset, partition, NPY)
+        if not target.exists():
+            return None
+        if self.is_local:
+            return np.load(target.path, mmap_mode="r", allow_pickle=False)
+        with target.open("rb") as fh:
+            return np.load(fh, allow_pickle=False)
 
     def read_partitions(self, asset: str, partitions: list[str] | None = None) -> pl.DataFrame | None:
         """Concatenate the given partitions (all present ones when None); None if there are none."""
@@ -98,11 +120,16 @@ class Warehouse:
         )
 
     def delete(self, asset: str, partition: str | None = None) -> bool:
+        """Remove the table and its vectors; True if the table was there."""
+        self.delete_vectors(asset, partition)
         target = self.path(asset, partition)
         if target.exists():
             target.unlink()
             return True
         return False
+
+    def delete_vectors(self, asset: str, partition: str | None = None) -> None:
+        self.path(asset, partition, NPY).unlink(missing_ok=True)
 
     def delete_partition(self, partition: str) -> list[str]:
         """Remove one partition from every partitioned table; returns the tables it was in."""

@@ -14,6 +14,7 @@ from sft_assets.core.novelty import (
 from sft_assets.core.plots import histogram_png, png_markdown
 from sft_assets.core.records import embedding_texts
 from sft_assets.core.seqclass import fine_tuned_fit_predict
+from sft_assets.core.vectors import EmbeddingVectors
 from sft_assets.defs.diversity import ALL_CORPORA, pool_vectors
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import EmbeddingModel
@@ -54,7 +55,7 @@ class NoveltyConfig(dg.Config):
     fine_tune_max_length: int = 128
 
 
-def classify_novelty(config: NoveltyConfig, candidate_pool: pl.DataFrame, embeddings: pl.DataFrame,
+def classify_novelty(config: NoveltyConfig, candidate_pool: pl.DataFrame, embeddings: EmbeddingVectors,
               curated_reference: pl.DataFrame) -> NoveltyResult:
     if config.method == "fine_tuned_classifier":
         texts = embedding_texts(curated_reference) + candidate_pool["text"].to_list()
@@ -76,7 +77,7 @@ def classify_novelty(config: NoveltyConfig, candidate_pool: pl.DataFrame, embedd
     "probability of looking curated. Near 0 = novel; near 1 = like the seeds (the reverse search). Null for "
     "every row when the classifier cannot tell the sets apart.",
 )
-def novelty_scores(config: NoveltyConfig, candidate_pool: pl.DataFrame, embeddings: pl.DataFrame,
+def novelty_scores(config: NoveltyConfig, candidate_pool: pl.DataFrame, embeddings: EmbeddingVectors,
                    curated_reference: pl.DataFrame):
     started = time.perf_counter()
     result = classify_novelty(config, candidate_pool, embeddings, curated_reference)

@@ -14,6 +14,7 @@ from sft_assets.core.quality import (
     hard_rule_failures, load_model, quality_rules, quality_scores, save_model, train_quality_model,
 )
 from sft_assets.core.readers import UnreadableFile, read_file
+from sft_assets.core.vectors import EmbeddingVectors
 from sft_assets.defs.diversity import ALL_CORPORA, pool_vectors
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import EmbeddingModel
@@ -127,7 +128,7 @@ class QualityConfig(dg.Config):
     description="For every SFT row of the corpus: cheap rule reasons (empty or one-word answer, copies the "
     "question, refusal, wrong language, broken encoding), the quality model's score and pass/fail.",
 )
-def quality_labels(config: QualityConfig, raw_records: pl.DataFrame, embeddings: pl.DataFrame,
+def quality_labels(config: QualityConfig, raw_records: pl.DataFrame, embeddings: EmbeddingVectors,
                    quality_model: pl.DataFrame, embedding_model: EmbeddingModel):
     sft = raw_records.filter(pl.col("kind") == "sft")
     model = _checked_model(quality_model, embedding_model)

@@ -9,6 +9,7 @@ from sft_assets.core.rawfiles import DEFAULT_IGNORE, Scan, confine, resolve_in_r
 from sft_assets.core.readers import DEFAULT_CATEGORY_GLOBS, ReaderOptions, read_file
 from sft_assets.core.records import empty_records
 from sft_assets.core.storage import Warehouse, refresh_catalog
+from sft_assets.core.vectors import EmbeddingVectors, load_vectors, write_with_vectors
 
 
 class RawRoot(dg.ConfigurableResource):
@@ -74,9 +75,12 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         partition = context.partition_key if context.has_partition_key else None
         store, asset = self.warehouse.warehouse(), context.asset_key.path[-1]
         new_table = not (store.partitions(asset) if partition is not None else store.exists(asset))
-        store.write(obj, asset, partition)
+        self.write_table(store, obj, asset, partition)
         if new_table or not Path(self.warehouse.catalog_path).exists():
             self.warehouse.refresh_catalog()  # views read globs: only a new table needs a new view
+
+    def write_table(self, store: Warehouse, frame: pl.DataFrame, asset: str, partition: str | None) -> None:
+        store.write(frame, asset, partition)
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
         store = self.warehouse.warehouse()
@@ -86,8 +90,29 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         keys = list(context.asset_partition_keys)
         if len(keys) == 1 and context.has_partition_key:
             return store.read(asset, keys[0])
-        present = [k for k in keys if store.exists(asset, k)]
-        if missing := sorted(set(keys) - set(present)):
-            context.log.warning(f"{asset}: {len(missing)} partitions not materialized, skipped: {missing[:5]}")
-        frame = store.read_partitions(asset, present)
+        frame = store.read_partitions(asset, materialized(context, store, asset))
         return frame if frame is not None else pl.DataFrame()
+
+
+class EmbeddingsIOManager(ParquetIOManager):
+    """Embedding tables: the parquet as any table (DuckDB and the data contract read it) plus its
+    vectors as a float32 ``.npy`` beside it. Steps get ``EmbeddingVectors``, memory-mapped on a local
+    warehouse, so a pool-wide step holds the ids and the rows it gathers, never the whole table twice.
+    Partitions embedded before the ``.npy`` existed load from their parquet column."""
+
+    def write_table(self, store: Warehouse, frame: pl.DataFrame, asset: str, partition: str | None) -> None:
+        write_with_vectors(store, frame, asset, partition)
+
+    def load_input(self, context: dg.InputContext) -> EmbeddingVectors:
+        store = self.warehouse.warehouse()
+        asset = context.asset_key.path[-1]
+        return load_vectors(store, asset, materialized(context, store, asset))
+
+
+def materialized(context: dg.InputContext, store: Warehouse, asset: str) -> list[str]:
+    """The input's partitions that have a table; the others are logged."""
+    keys = list(context.asset_partition_keys)
+    present = [k for k in keys if store.exists(asset, k)]
+    if missing := sorted(set(keys) - set(present)):
+        context.log.warning(f"{asset}: {len(missing)} partitions not materialized, skipped: {missing[:5]}")
+    return present

@@ -7,7 +7,7 @@ import pytest
 
 from sft_assets.core import kcenter
 from sft_assets.core.embed import embed_texts, load_sentence_model
-from sft_assets.core.kcenter import balanced_caps, k_center_greedy
+from sft_assets.core.kcenter import balanced_caps, extend_k_center, k_center_greedy
 from sft_assets.core.records import embedding_texts
 
 # zh_categories: one category per file, strongly long-tailed
@@ -32,10 +32,12 @@ def min_distances(x, centers):
     return 1.0 - (x @ x[centers].T).max(axis=1) if len(centers) else np.full(len(x), np.inf)
 
 
-def assert_farthest_first(x, order, radius, eligible=None, tol=1e-5):
-    """Each pick is (to float rounding) the farthest still-eligible row; radius is the farthest distance after it."""
+def assert_farthest_first(x, order, radius, eligible=None, tol=1e-5, start=1):
+    """Each pick from ``start`` on is (to float rounding) the farthest still-eligible row; radius is the farthest
+    distance after it."""
     eligible = np.ones(len(x), bool) if eligible is None else eligible.copy()
-    for i in range(1, len(order)):
+    eligible[order[: start - 1]] = False
+    for i in range(start, len(order)):
         eligible[order[i - 1]] = False
         d = np.where(eligible, min_distances(x, order[:i]), -np.inf)
         assert d[order[i]] >= d.max() - tol, f"pick {i} is not the farthest row"
@@ -132,3 +134,94 @@ def test_budget_beyond_the_pool_and_zero_caps(pool):
     assert order.size == 0 and radius.size == 0
     with pytest.raises(ValueError, match="caps need categories"):
         k_center_greedy(emb, 10, caps={"a": 1})
+
+
+# Stable incremental K-Center: the pool above (A), grown by rows of another corpus (B).
+OLD_BUDGET = 60
+
+
+@pytest.fixture(scope="module")
+def grown(pool, read_corpus):
+    """A's vectors and categories followed by 80 gsm8k word problems (B), and A's greedy picks and radius."""
+    emb, categories = pool
+    texts = embedding_texts(read_corpus("gsm8k/gsm8k_train.tsv").records.head(80))
+    new = embed_texts(load_sentence_model("default", device="cpu"), texts)
+    previous, radius = k_center_greedy(emb, OLD_BUDGET)
+    return np.vstack([emb, new]), categories + ["gsm8k"] * len(texts), previous, float(radius[-1])
+
+
+def test_extension_keeps_every_previous_pick_when_the_budget_allows(grown):
+    x, _, previous, old_radius = grown
+    order, radius = extend_k_center(x, OLD_BUDGET + 40, previous, old_radius)
+    assert len(order) == OLD_BUDGET + 40 and len(set(order.tolist())) == len(order)
+    assert np.array_equal(order[:OLD_BUDGET], previous)
+    assert (np.diff(radius) <= 0).all() and radius[-1] < old_radius
+    assert min_distances(x, order).max() <= radius[-1] + 1e-5  # every row of A and B is covered
+    assert_farthest_first(x, order, radius, start=OLD_BUDGET)  # then greedy, from the previous picks on
+
+
+def test_new_rows_enter_only_where_the_previous_picks_do_not_cover_them(grown):
+    x, _, previous, old_radius = grown
+    n_old = len(x) - 80
+    order, radius = extend_k_center(x, OLD_BUDGET, previous, old_radius)
+    new = order[~np.isin(order, previous)]
+    assert len(order) == OLD_BUDGET and 0 < len(new) < OLD_BUDGET
+    assert (new >= n_old).all()  # A rows stay covered by the previous picks
+    for i, row in enumerate(new):
+        assert min_distances(x, np.r_[previous, new[:i]])[row] > old_radius
+    assert min_distances(x, np.r_[previous, new]).max() <= old_radius + 1e-5  # B added only what it lacked
+    # over the budget: the last previous picks make room, the new ones all stay
+    assert np.array_equal(order, np.r_[previous[:OLD_BUDGET - len(new)], new])
+    assert (np.diff(radius) <= 0).all() and min_distances(x, order).max() <= radius[-1] + 1e-5
+    few, _ = extend_k_center(x, 3, previous, old_radius)
+    assert np.array_equal(few, new[:3])  # new picks alone past the budget: the first of them
+
+
+def test_copies_of_covered_rows_add_no_pick(grown, pool):
+    emb, _ = pool
+    _, _, previous, old_radius = grown
+    copies = np.vstack([emb, emb[::3]])
+    order, radius = extend_k_center(copies, OLD_BUDGET, previous, old_radius)
+    assert np.array_equal(order, previous)
+    assert radius[-1] == pytest.approx(old_radius, abs=1e-5)
+
+
+def test_an_unchanged_pool_gives_the_same_subset_bit_for_bit(pool):
+    emb, categories = pool
+    caps = balanced_caps(categories, OLD_BUDGET)
+    order, radius = k_center_greedy(emb, OLD_BUDGET, categories, caps)
+    again, again_radius = extend_k_center(emb, OLD_BUDGET, order, float(radius[-1]), categories, caps)
+    assert np.array_equal(again, order) and np.array_equal(again_radius, radius)
+
+
+def test_extension_respects_caps_counting_previous_picks(grown):
+    x, categories, _, _ = grown
+    budget = 80
+    old = categories[: len(x) - 80]
+    previous, old_radius = k_center_greedy(x[: len(old)], budget, old, balanced_caps(old, budget))
+    caps = balanced_caps(categories, budget)  # gsm8k takes a share: some old categories lose room
+    order, _ = extend_k_center(x, budget, previous, float(old_radius[-1]), categories, caps)
+    picked = Counter(categories[i] for i in order)
+    assert len(order) == budget and all(picked[c] <= caps[c] for c in picked) and picked["gsm8k"] > 0
+    kept = order[np.isin(order, previous)]
+    assert len(kept) < len(previous) and np.array_equal(order[: len(kept)], kept)  # previous first, in order
+    for category in set(old):  # a category over its new cap loses its last previous picks
+        before = [i for i in previous if categories[i] == category]
+        after = [i for i in kept if categories[i] == category]
+        assert after == before[: len(after)]
+
+
+def test_extension_is_the_same_on_every_tracker(grown, monkeypatch):
+    x, categories, previous, old_radius = grown
+    caps = balanced_caps(categories, OLD_BUDGET)
+    expected = extend_k_center(x, OLD_BUDGET, previous, old_radius, categories, caps)
+    monkeypatch.setattr(kcenter, "FRONTIER", 4)
+    monkeypatch.setattr(kcenter, "PICKS_PER_UPDATE", 3)
+    tiny = extend_k_center(x, OLD_BUDGET, previous, old_radius, categories, caps)
+    monkeypatch.setattr(kcenter, "_tracker", lambda x, eligible, device: kcenter._TorchTracker(x, eligible, "cpu"))
+    torch = extend_k_center(x, OLD_BUDGET, previous, old_radius, categories, caps)
+    for order, radius in (tiny, torch):
+        assert np.array_equal(order, expected[0])
+        np.testing.assert_allclose(radius, expected[1], atol=1e-6)
+    with pytest.raises(ValueError, match="repeat"):
+        extend_k_center(x, 5, [1, 1], old_radius)

@@ -3,9 +3,9 @@
 import polars as pl
 import pytest
 
-from sft_assets.core.embedding_cache import embeddings_frame
 from sft_assets.core.embed import embed_texts, load_sentence_model
 from sft_assets.core.records import embedding_texts
+from sft_assets.core.vectors import EmbeddingVectors
 from sft_assets.defs.diversity import NearDedupConfig, near_duplicates
 
 
@@ -15,7 +15,7 @@ def zh_pool(read_corpus):
     pool = records.with_columns(text=pl.Series(embedding_texts(records)),
                                 exact_duplicate_of=pl.lit(None, dtype=pl.String))
     vectors = embed_texts(load_sentence_model("default", "cpu"), pool["text"].to_list())
-    return pool, embeddings_frame(pool["record_id"].to_list(), vectors, "default")
+    return pool, EmbeddingVectors((pool["record_id"],), (vectors,))
 
 
 def _rate(config, pool, embeddings) -> float:
@@ -56,3 +56,100 @@ def test_embeddings_of_an_empty_partition_and_of_text_past_the_model_limit(tmp_p
             dg.AssetRecordsFilter(asset_key=dg.AssetKey("embeddings"), asset_partitions=[key]), limit=1
         ).records[0].asset_materialization.metadata
         assert meta["dagster/row_count"].value == rows and meta["truncated_rows"].value == truncated
+
+
+def test_pool_steps_gather_embeddings_from_memory_mapped_npy(tmp_path, corpora):
+    """update_corpus writes each file's vectors as .npy beside its parquet; pool-wide steps get them memory-mapped."""
+    import shutil
+
+    import dagster as dg
+    import numpy as np
+
+    from sft_assets.core.embedding_cache import vectors_of
+    from sft_assets.definitions import build_defs
+    from sft_assets.defs import diversity, ingest
+    from sft_assets.defs.partitions import corpus_partitions
+    from sft_assets.settings import Settings
+
+    files = sorted(["self_instruct/seed_tasks.jsonl", "cmmlu/dev/agronomy.csv"])
+    raw = tmp_path / "raw"
+    for relpath in files:
+        (raw / relpath).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(corpora / relpath, raw / relpath)
+    defs = build_defs(Settings.under(tmp_path / "data", raw_root=raw))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(corpus_partitions.name, files)
+    for key in files:
+        assert defs.resolve_job_def("update_corpus").execute_in_process(partition_key=key, instance=instance).success
+    store = defs.resources["warehouse"].warehouse()
+    for key in files:
+        assert np.array_equal(store.read_vectors("embeddings", key), vectors_of(store.read("embeddings", key)))
+
+    context = dg.build_input_context(asset_key="embeddings", asset_partitions_def=corpus_partitions, instance=instance,
+                                     asset_partition_key_range=dg.PartitionKeyRange(files[0], files[-1]))
+    loaded = defs.resources["embeddings_io_manager"].load_input(context)
+    assert [type(m) for m in loaded.matrices] == [np.memmap, np.memmap]
+    result = dg.materialize([*ingest.assets, *diversity.assets], selection=[diversity.candidate_pool,
+                            diversity.topic_clusters], resources=defs.resources, instance=instance)
+    pool = result.output_for_node("candidate_pool")
+    assert result.success and result.output_for_node("topic_clusters")["record_id"].equals(pool["record_id"])
+
+
+def test_diverse_subset_extends_the_previous_one_when_a_file_is_added(tmp_path, read_corpus):
+    """120 alpaca_en rows, then 40 gsm8k word problems as a new file: the subset keeps its picks and adds
+    some of the new file's rows; `keep_previous_picks=False` or another embedding model starts from scratch."""
+    import json
+
+    import dagster as dg
+
+    from sft_assets.definitions import build_defs
+    from sft_assets.defs import diversity, ingest
+    from sft_assets.defs.diversity import DiverseSubsetConfig
+    from sft_assets.defs.models import EmbeddingModel
+    from sft_assets.defs.partitions import corpus_partitions
+    from sft_assets.settings import Settings
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    files = {"alpaca_en.json": read_corpus("alpaca_en/alpaca_data-0-3252.json").records.head(120),
+             "gsm8k.json": read_corpus("gsm8k/gsm8k_train.tsv").records.head(40)}
+    for name, rows in files.items():
+        rows = rows.select("instruction", pl.col("input").fill_null(""), "output")
+        (raw / name).write_text(json.dumps(rows.to_dicts()), encoding="utf-8")
+    defs = build_defs(Settings.under(tmp_path / "data", raw_root=raw))
+    instance = dg.DagsterInstance.ephemeral()
+    store = defs.resources["warehouse"].warehouse()
+
+    def rebuild(new_file: str | None = None, resources=defs.resources, **config) -> dict:
+        if new_file:
+            instance.add_dynamic_partitions(corpus_partitions.name, [new_file])
+            assert defs.resolve_job_def("update_corpus").execute_in_process(
+                partition_key=new_file, instance=instance).success
+        result = dg.materialize(
+            [*ingest.assets, *diversity.assets], resources=resources, instance=instance,
+            selection=[diversity.candidate_pool, diversity.near_duplicates, diversity.topic_clusters,
+                       diversity.diverse_subset],
+            run_config=dg.RunConfig({"diverse_subset": DiverseSubsetConfig(**config)}))
+        assert result.success
+        meta = result.asset_materializations_for_node("diverse_subset")[0].metadata
+        return {key: value.value for key, value in meta.items()}
+
+    first = rebuild("alpaca_en.json")
+    assert (first["mode"], first["mode_reason"], first["kept_previous"]) == ("full", "no previous subset", 0)
+    previous = store.read("diverse_subset")
+
+    second = rebuild("gsm8k.json")
+    subset = store.read("diverse_subset")
+    assert second["mode"] == "extended"
+    assert second["kept_previous"] == previous.height - second["dropped_previous"] > 0
+    assert second["kept_previous"] == subset["record_id"].is_in(previous["record_id"].implode()).sum()
+    assert second["new_picks"] == subset.height - second["kept_previous"] > 0
+    new_ids = subset.filter(~pl.col("record_id").is_in(previous["record_id"].implode()))["record_id"]
+    assert new_ids.is_in(files["gsm8k.json"]["record_id"].implode()).any()  # the new file adds something new
+    assert subset["embedding_model"].unique().to_list() == ["default"]
+
+    assert rebuild(keep_previous_picks=False)["mode"] == "full"
+    other_model = {**defs.resources, "embedding_model": EmbeddingModel(
+        model="another-model", cache_uri=defs.resources["embedding_model"].cache_uri)}
+    changed = rebuild(resources=other_model)
+    assert changed["mode"] == "full" and "another-model" in changed["mode_reason"]

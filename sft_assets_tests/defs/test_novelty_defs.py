@@ -23,11 +23,12 @@ def test_fine_tuned_classifier_option_finds_the_foreign_domain(read_corpus):
     import polars as pl
 
     from sft_assets.core.records import embedding_texts
+    from sft_assets.core.vectors import EmbeddingVectors
 
     seeds = read_corpus("self_instruct/seed_tasks.jsonl").records
     candidates = pl.concat([read_corpus("gsm8k/gsm8k_train.tsv").records.head(12), seeds.slice(100, 12)])
     pool = candidates.select("record_id", text=pl.Series(embedding_texts(candidates)))
     config = novelty.NoveltyConfig(method="fine_tuned_classifier", k_folds=2, fine_tune_steps=30)
-    result = novelty.classify_novelty(config, pool, pl.DataFrame(), seeds.head(24))
+    result = novelty.classify_novelty(config, pool, EmbeddingVectors((), ()), seeds.head(24))
     assert result.k_folds == 2 and result.auc is not None
     assert result.probability[:12].mean() < result.probability[12:].mean()

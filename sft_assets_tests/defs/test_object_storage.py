@@ -9,10 +9,12 @@ import shutil
 import uuid
 
 import dagster as dg
+import numpy as np
 import pytest
 from upath import UPath
 
 from sft_assets.cli import run_all
+from sft_assets.core.embedding_cache import vectors_of
 from sft_assets.definitions import build_defs
 from sft_assets.settings import Settings
 
@@ -53,6 +55,9 @@ def test_ingest_and_embed_on_object_storage(tmp_path, corpora, read_corpus, obje
         assert store.read("raw_records", relpath).equals(expected.records)
         assert store.read("quarantined_records", relpath).height == expected.quarantine.height
         assert store.read("embeddings", relpath)["record_id"].to_list() == expected.records["record_id"].to_list()
+        # the .npy beside the parquet: on object storage it is read whole, not memory-mapped
+        vectors = store.read_vectors("embeddings", relpath)
+        assert type(vectors) is np.ndarray and np.array_equal(vectors, vectors_of(store.read("embeddings", relpath)))
         assert _metadata(instance, "embeddings", relpath)["computed_rows"].value == expected.records.height
     assert not any(p.name.endswith(".tmp") for p in store.table_dir("raw_records").iterdir())
     # nothing landed on local disk: no warehouse folder, no cache, and no catalog for a remote warehouse
