@@ -1,7 +1,7 @@
 """Command line: ``sft-assets run`` brings every asset up to date with the raw root.
 
-It registers one partition per file (the same rule as the sensor), ingests
-each new or changed file in its own run, then builds the pool-wide assets, all
+It registers one partition per file (the same rule as the sensor), ingests and
+embeds each new or changed file in one run, then builds the pool-wide assets, all
 recorded in the persistent Dagster instance under ``DAGSTER_HOME`` so the UI
 shows them. A second run after adding one file ingests, embeds and scores that
 file (and any rows that entered the diverse subset), not the whole pool.
@@ -77,17 +77,20 @@ def sync_partitions(instance: dg.DagsterInstance, defs: dg.Definitions) -> tuple
     return {key: scan.files[key].path for key in sorted(scan.files)}, removed
 
 
-def partitions_to_run(phase: str, files: dict[str, Path], ingested: list[str], instance: dg.DagsterInstance,
-                      defs: dg.Definitions) -> list[str]:
-    """The partitions a per-file phase must run: new or changed files, and what their output lacks."""
+def changed_files(files: dict[str, Path], instance: dg.DagsterInstance, store) -> list[str]:
+    """Files never ingested, or whose content changed since they were."""
+    hashes = ingested_hashes(instance)
+    return [key for key, path in files.items()
+            if not store.exists("raw_records", key) or hashes.get(key) != content_hash(path)]
+
+
+def partitions_to_run(phase: str, files: dict[str, Path], changed: list[str], defs: dg.Definitions) -> list[str]:
+    """The partitions a per-file phase must run: changed files, and those whose output is missing
+    (a run that failed or was killed before it got there)."""
     store = defs.resources["warehouse"].warehouse()
-    if phase == "ingest_corpus":
-        hashes = ingested_hashes(instance)
-        return [key for key, path in files.items()
-                if not store.exists("raw_records", key) or hashes.get(key) != content_hash(path)]
-    if phase == "embed_corpus":
-        return sorted(set(ingested) | {key for key in files if not store.exists("embeddings", key)})
-    return sorted(set(ingested) | set(partitions_missing_scores(store, list(files))))
+    if phase == "update_corpus":
+        return sorted(set(changed) | {key for key in files if not store.exists("embeddings", key)})
+    return sorted(set(changed) | set(partitions_missing_scores(store, list(files))))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize every asset on the raw root")
     run.add_argument("--from", dest="start", metavar="JOB", help="start at this job (earlier results are reused)")
-    run.add_argument("--until", metavar="JOB", help="stop after this job (ingest_corpus, embed_corpus, "
-                     "analyze_pool, score_corpus, select_and_export)")
+    run.add_argument("--until", metavar="JOB", help="stop after this job (update_corpus, analyze_pool, "
+                     "score_corpus, select_and_export)")
     run.add_argument("--every-partition", action="store_true",
                      help="run the per-file jobs for every file, not only new or changed ones")
     sub.add_parser("home", help="create the persistent DAGSTER_HOME and print it")
@@ -116,21 +119,20 @@ def run_all(start: str | None = None, until: str | None = None, defs: dg.Definit
     files, removed = sync_partitions(instance, defs)
     print(f"{len(files)} corpus files under the raw root; {len(removed)} partitions dropped")
     failed: list[str] = []
-    ingested: list[str] = []
     names = [phase[0] for phase in PHASES]
     for given in (start, until):
         if given is not None and given not in names:
             raise SystemExit(f"--from and --until take one of {names}, not {given!r}")
     first = names.index(start) if start else 0
+    # Later phases take changed files only when this call ingests them (--from a later phase: what is missing).
+    changed = changed_files(files, instance, defs.resources["warehouse"].warehouse()) if first == 0 else []
     for name, per_corpus, _, _ in PHASES[first : names.index(until) + 1 if until else None]:
         started = time.perf_counter()
         job = defs.resolve_job_def(name)
         keys = [None]
         if per_corpus:
-            keys = list(files) if every_partition else partitions_to_run(name, files, ingested, instance, defs)
+            keys = list(files) if every_partition else partitions_to_run(name, files, changed, defs)
             print(f"{name}: {len(keys)} of {len(files)} partitions to run")
-            if name == "ingest_corpus":
-                ingested = keys
         for key in keys:
             result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
             if not result.success:

@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from sft_assets.cli import run_all
+from sft_assets.cli import sync_partitions
 from sft_assets.definitions import build_defs
 from sft_assets.settings import Settings
 
@@ -27,7 +27,9 @@ def corpora_run(tmp_path_factory, corpora):
     data = tmp_path_factory.mktemp("data")
     defs = build_defs(Settings.under(data, raw_root=corpora))
     instance = dg.DagsterInstance.ephemeral()
-    assert run_all(until="ingest_corpus", defs=defs, instance=instance) == 0
+    files, _ = sync_partitions(instance, defs)  # what `sft-assets run` does first, then ingest only
+    job = defs.resolve_job_def("ingest_corpus")
+    assert all(job.execute_in_process(partition_key=key, instance=instance).success for key in files)
     return defs, instance, defs.resources["warehouse"].warehouse()
 
 

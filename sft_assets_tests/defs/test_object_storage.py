@@ -46,7 +46,7 @@ def test_ingest_and_embed_on_object_storage(tmp_path, corpora, read_corpus, obje
                                   "SFT_ASSETS_CACHE": str(object_store / "cache")})
     defs = build_defs(settings)
     instance = dg.DagsterInstance.ephemeral()
-    assert run_all(until="embed_corpus", defs=defs, instance=instance) == 0
+    assert run_all(until="update_corpus", defs=defs, instance=instance) == 0
 
     store = defs.resources["warehouse"].warehouse()
     assert not store.is_local and store.partitions("raw_records") == sorted(FILES)

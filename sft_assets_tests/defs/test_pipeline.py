@@ -136,7 +136,7 @@ def test_second_run_rebuilds_only_what_a_new_file_needs(sample_run, sample_cache
     def partitions_run(job: str) -> list[str]:
         return sorted(r.tags["dagster/partition"] for r in instance.get_runs(dg.RunsFilter(job_name=job)))
 
-    before = {job: partitions_run(job) for job in ("ingest_corpus", "embed_corpus", "score_corpus")}
+    before = {job: partitions_run(job) for job in ("update_corpus", "score_corpus")}
     assert run_all(defs=defs, instance=instance) == 0  # nothing changed: no per-file run
     assert {job: partitions_run(job) for job in before} == before
 
@@ -145,12 +145,12 @@ def test_second_run_rebuilds_only_what_a_new_file_needs(sample_run, sample_cache
     new.write_text(json.dumps(rows.select("instruction", "input", "output").to_dicts()), encoding="utf-8")
     assert run_all(defs=defs, instance=instance) == 0
     added = {job: sorted(set(partitions_run(job)) - set(before[job])) for job in before}
-    assert added["ingest_corpus"] == ["new chunk.json"] and added["embed_corpus"] == ["new chunk.json"]
+    assert added["update_corpus"] == ["new chunk.json"]
     assert "new chunk.json" in added["score_corpus"]
     con = duckdb.connect(str(data / "catalog.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM candidate_pool WHERE corpus = 'new chunk.json'").fetchone()[0] == 30
     # every row the cascade sends to the language model has its score, old partitions included
-    assert partitions_missing_scores(defs.resources["warehouse"].warehouse(), partitions_run("ingest_corpus")) == []
+    assert partitions_missing_scores(defs.resources["warehouse"].warehouse(), partitions_run("update_corpus")) == []
 
 
 KILLED_PARTITION = "zh/中文指令.json"  # sorts last: the run has scored every other file when it gets there
