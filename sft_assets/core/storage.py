@@ -122,11 +122,11 @@ class Warehouse:
     def delete(self, asset: str, partition: str | None = None) -> bool:
         """Remove the table and its vectors; True if the table was there."""
         self.delete_vectors(asset, partition)
-        target = self.path(asset, partition)
-        if target.exists():
-            target.unlink()
-            return True
-        return False
+        try:
+            self.path(asset, partition).unlink()
+        except FileNotFoundError:  # never there, or another writer removed it first
+            return False
+        return True
 
     def delete_vectors(self, asset: str, partition: str | None = None) -> None:
         self.path(asset, partition, NPY).unlink(missing_ok=True)
