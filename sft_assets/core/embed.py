@@ -96,26 +96,34 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.where(norms > 0, norms, 1.0)
 
 
-def embed_texts(model, texts: Sequence[str], batch_size: int = 128, progress: Progress | None = None) -> np.ndarray:
+def embed_texts(model, texts: Sequence[str], batch_size: int = 128, progress: Progress | None = None,
+                max_tokens: int | None = None) -> np.ndarray:
     """(n, d) float32 unit vectors, in input order.
 
     Batches are cut from the texts sorted by length so each batch pads to
     similar lengths (the cost of a transformer batch is set by its longest
-    text). Texts longer than ``model.max_seq_length`` tokens are truncated by
-    the model; ``count_truncated`` says how many. ``progress(done, total,
-    rows_per_s)`` is called after each batch for rate and ETA logging."""
+    text). Texts longer than ``model.max_seq_length`` tokens (or ``max_tokens``,
+    if lower) are truncated by the model; ``count_truncated`` says how many.
+    ``progress(done, total, rows_per_s)`` is called after each batch for rate
+    and ETA logging."""
     total = len(texts)
     out = np.empty((total, model.get_embedding_dimension()), dtype=np.float32)
     order = np.argsort([-len(t) for t in texts], kind="stable")
     start = time.perf_counter()
-    for lo in range(0, total, batch_size):
-        rows = order[lo : lo + batch_size]
-        out[rows] = model.encode(
-            [texts[i] for i in rows], batch_size=len(rows), convert_to_numpy=True, show_progress_bar=False
-        )
-        if progress is not None:
-            done = min(lo + batch_size, total)
-            progress(done, total, done / max(time.perf_counter() - start, 1e-9))
+    full_length = model.max_seq_length
+    if max_tokens is not None:
+        model.max_seq_length = min(max_tokens, full_length)
+    try:
+        for lo in range(0, total, batch_size):
+            rows = order[lo : lo + batch_size]
+            out[rows] = model.encode(
+                [texts[i] for i in rows], batch_size=len(rows), convert_to_numpy=True, show_progress_bar=False
+            )
+            if progress is not None:
+                done = min(lo + batch_size, total)
+                progress(done, total, done / max(time.perf_counter() - start, 1e-9))
+    finally:
+        model.max_seq_length = full_length
     return l2_normalize(out)
 
 

@@ -43,12 +43,14 @@ def embed_with_cache(
     cache,
     batch_size: int = 128,
     progress: Progress | None = None,
+    max_tokens: int | None = None,
 ) -> tuple[np.ndarray, int]:
     """Vectors for all rows in input order, and how many rows had to be embedded.
 
     Only ids the cache (anything with ``get(ids) -> frame | None`` and
     ``put(frame)``, e.g. ``RowCache``) lacks for this ``model_id`` are
-    embedded, each id once, and the new rows are put back."""
+    embedded, each distinct text once (corpora repeat instructions under
+    different ids), and the new rows are put back."""
     ids = list(record_ids)
     if len(ids) != len(texts):
         raise ValueError(f"{len(ids)} record ids for {len(texts)} texts")
@@ -64,7 +66,10 @@ def embed_with_cache(
         if rid not in row_of:
             missing.setdefault(rid, text)
     if missing:
-        fresh = embed_texts(model, list(missing.values()), batch_size, progress)
+        distinct = list(dict.fromkeys(missing.values()))
+        position = {text: j for j, text in enumerate(distinct)}
+        fresh = embed_texts(model, distinct, batch_size, progress, max_tokens)
+        fresh = fresh[[position[text] for text in missing.values()]]
         cache.put(embeddings_frame(list(missing), fresh, model_id))
         offset = sum(b.shape[0] for b in blocks)
         row_of.update((rid, offset + j) for j, rid in enumerate(missing))

@@ -47,6 +47,9 @@ class EmbeddingModel(TorchModel):
     """A sentence-transformers model (default: the bundled all-MiniLM-L6-v2) and its row cache."""
 
     batch_size: int = 128
+    answer_max_tokens: int = 128
+    """The quality model reads this many tokens of each answer: 128 hold 92 % of alpaca answers whole and embed
+    about 1.4x faster on CPU than the model's 256 (prompts always get the model's full length)."""
 
     def load(self):
         return _sentence_model(self.model, self.device, self.precision)

@@ -26,12 +26,18 @@ def _text_key(text: str) -> str:
     return "t:" + hashlib.blake2b(text.encode("utf-8"), digest_size=10).hexdigest()
 
 
-def embed_strings(embedding_model: EmbeddingModel, texts: list[str]) -> np.ndarray:
-    """Vectors for free texts (answers, prompts), cached by a hash of the text."""
-    keys = [_text_key(t) for t in texts]
-    vectors, _ = embed_with_cache(keys, texts, embedding_model.load(), embedding_model.model,
-                                  embedding_model.cache("text"), batch_size=embedding_model.batch_size)
+def embed_strings(embedding_model: EmbeddingModel, texts: list[str], max_tokens: int | None = None) -> np.ndarray:
+    """Vectors for free texts, cached by a hash of the text (per token limit: a cut text is another vector)."""
+    purpose = "text" if max_tokens is None else f"text-{max_tokens}tok"
+    vectors, _ = embed_with_cache([_text_key(t) for t in texts], texts, embedding_model.load(), embedding_model.model,
+                                  embedding_model.cache(purpose), batch_size=embedding_model.batch_size,
+                                  max_tokens=max_tokens)
     return vectors
+
+
+def embed_answers(embedding_model: EmbeddingModel, texts: list[str]) -> np.ndarray:
+    """Vectors of answers' first ``answer_max_tokens`` tokens: what the quality model reads of an answer."""
+    return embed_strings(embedding_model, texts, embedding_model.answer_max_tokens)
 
 
 class QualityModelConfig(dg.Config):
@@ -69,8 +75,8 @@ def quality_model(context: dg.AssetExecutionContext, config: QualityModelConfig,
     pairs = pairs.unique("record_id", keep="first", maintain_order=True)
     prompts = pairs["prompt"].to_list()
     model, report = train_quality_model(
-        embed_strings(embedding_model, prompts), embed_strings(embedding_model, pairs["chosen"].to_list()),
-        embed_strings(embedding_model, pairs["rejected"].to_list()), pairs,
+        embed_strings(embedding_model, prompts), embed_answers(embedding_model, pairs["chosen"].to_list()),
+        embed_answers(embedding_model, pairs["rejected"].to_list()), pairs,
         test_fraction=config.test_fraction, C=config.C, seed=config.seed)
     path = model_store.file("quality_model.skops")
     sha = save_model(model, path)
@@ -99,7 +105,7 @@ def reward_margins(pairs: pl.DataFrame, quality_model: pl.DataFrame, embedding_m
     model = _checked_model(quality_model, embedding_model)
     prompts = pairs["prompt"].fill_null("").to_list()
     prompt_emb = embed_strings(embedding_model, prompts)
-    scores = {side: quality_scores(model, prompt_emb, embed_strings(embedding_model, pairs[side].fill_null("").to_list()),
+    scores = {side: quality_scores(model, prompt_emb, embed_answers(embedding_model, pairs[side].fill_null("").to_list()),
                                    prompts, pairs[side].fill_null("").to_list()) if pairs.height else []
               for side in ("chosen", "rejected")}
     return pairs.select("record_id").with_columns(
@@ -135,7 +141,7 @@ def quality_labels(config: QualityConfig, raw_records: pl.DataFrame, embeddings:
     prompts = sft.select(user_prompt(pl.col("instruction"), pl.col("input"))).to_series().to_list()
     answers = sft["output"].fill_null("").to_list()
     # An SFT record's embedding is of its user prompt (records.embedding_text): reused, not embedded again.
-    scores = quality_scores(model, pool_vectors(sft, embeddings), embed_strings(embedding_model, answers),
+    scores = quality_scores(model, pool_vectors(sft, embeddings), embed_answers(embedding_model, answers),
                             prompts, answers) if sft.height else np.zeros(0)
     frame = sft.select("record_id").with_columns(
         quality_score=pl.Series(scores, dtype=pl.Float64),

@@ -95,6 +95,19 @@ def test_empty_and_very_long_texts(model, rows):
     assert float(emb[2] @ changed_tail) > 0.9999
 
 
+def test_max_tokens_cuts_answers_for_one_call_only(model, rows):
+    _, texts = rows
+    long_text = "\n".join(texts[:12])
+    full_length = model.max_seq_length
+    head, tail_changed = embed_texts(model, [long_text, long_text + " zebra" * 200], max_tokens=64)
+    assert float(head @ tail_changed) > 0.9999
+    # the cut is the first 64 tokens: a change inside them moves the vector
+    moved = embed_texts(model, ["zebra " * 20 + long_text], max_tokens=64)[0]
+    assert float(head @ moved) < 0.99
+    assert model.max_seq_length == full_length
+    assert float(head @ embed_texts(model, [long_text])[0]) < 0.9999
+
+
 def test_missing_model_path_names_the_setting(tmp_path):
     missing = tmp_path / "no-such-model"
     with pytest.raises(ValueError, match="embedding_model") as err:
@@ -133,6 +146,13 @@ def test_cache_hits_skip_the_model(model, rows, tmp_path):
     )
     assert computed == 2 and counting.rows == len(set(ids)) + 2
     assert np.array_equal(mixed[2:], first[::-1])
+
+    # a text repeated under new ids is embedded once and each id gets its vector
+    before = counting.rows
+    twins, computed = embed_with_cache(["twin-1", "twin-2", "twin-3"], [texts[1], texts[1], texts[2]],
+                                       counting, "minilm", cache)
+    assert computed == 3 and counting.rows == before + 2
+    assert np.allclose(twins, first[[1, 1, 2]], atol=1e-5)
 
     # vectors of another model under the same namespace are not handed out
     _, computed = embed_with_cache(ids[:5], texts[:5], counting, "other-model", cache)
