@@ -8,11 +8,11 @@ below, evaluated by ``automation_condition_sensor``, rebuild what depends on it:
   waiting for the sensor's runs also batches a burst of new files into one pool rebuild;
 - the pool-wide assets (dedup, topics, K-Center, novelty, selection, datasets, exports): eager;
 - ``quality_model``: trained once, when missing; a new file never retrains it;
-- ``quality_labels[file]``: eager on the file's own records, not on a retrained model;
-- ``ppl_scores[file]`` and ``option_probabilities[file]``, the costly language-model scores:
-  plain eager would re-score every partition whenever the pool-wide ``diverse_subset`` changes
-  (one LM-loading run per file: 178 on the real corpora). They react to their own partition's
-  inputs only, and wait until the pool has been rebuilt with that partition, so the file's rows
+- ``quality_labels[file]``, ``ppl_scores[file]`` and ``option_probabilities[file]``, the model
+  scores of the rows K-Center picked: plain eager would re-score every partition whenever the
+  pool-wide ``diverse_subset`` changes (one model-loading run per file: 178 on the real corpora).
+  They react to their own partition's inputs only (quality labels not to a retrained quality
+  model either), and wait until the pool has been rebuilt with that partition, so the file's rows
   that K-Center picked are scored. Rows of older files that newly enter the subset keep a null
   score (``missing_signals`` in selection) until ``score_corpus`` runs.
 """
@@ -52,15 +52,15 @@ def _pool_rebuilt_since_records() -> dg.AutomationCondition:
         "pool rebuilt with this partition")
 
 
-def per_corpus_scores() -> dg.AutomationCondition:
-    """For the language-model scores of one file: its own inputs changed, and the pool has caught up."""
-    return (_eager_ignoring_updates_of(*POOL_WIDE_INPUTS) & _pool_rebuilt_since_records()).with_label(
+def per_corpus_scores(*also_ignored: str) -> dg.AutomationCondition:
+    """For the model scores of one file: its own inputs changed, and the pool has caught up."""
+    return (_eager_ignoring_updates_of(*POOL_WIDE_INPUTS, *also_ignored) & _pool_rebuilt_since_records()).with_label(
         "eager on this file's inputs, after the pool is rebuilt with it")
 
 
 CONDITIONS = {
     "quality_model": AC.on_missing(),
-    "quality_labels": _eager_ignoring_updates_of("quality_model"),
+    "quality_labels": per_corpus_scores("quality_model"),
     "ppl_scores": per_corpus_scores(),
     "option_probabilities": per_corpus_scores(),
 }

@@ -33,6 +33,17 @@ def pool_vectors(pool: pl.DataFrame, embeddings: EmbeddingVectors) -> np.ndarray
                          "corpus first") from exc
 
 
+def survivors(records: pl.DataFrame, near_duplicates: pl.DataFrame, diverse_subset: pl.DataFrame | None = None
+              ) -> pl.DataFrame:
+    """This corpus's rows that passed exact and near dedup (the cascade: cheap filters first), and, when a
+    diverse subset is given, that K-Center picked."""
+    leaders = near_duplicates.filter(pl.col("near_duplicate_of").is_null()).select("record_id", "corpus")
+    kept = records.join(leaders, on=["record_id", "corpus"], how="semi", maintain_order="left")
+    if diverse_subset is not None:
+        kept = kept.join(diverse_subset.select("record_id"), on="record_id", how="semi", maintain_order="left")
+    return kept
+
+
 @dg.asset(
     partitions_def=corpus_partitions,
     group_name="diversity",

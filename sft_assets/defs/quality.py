@@ -15,7 +15,7 @@ from sft_assets.core.quality import (
 )
 from sft_assets.core.readers import UnreadableFile, read_file
 from sft_assets.core.vectors import EmbeddingVectors
-from sft_assets.defs.diversity import ALL_CORPORA, pool_vectors
+from sft_assets.defs.diversity import ALL_CORPORA, pool_vectors, survivors
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import EmbeddingModel
 from sft_assets.defs.partitions import corpus_partitions
@@ -125,6 +125,17 @@ def _checked_model(quality_model: pl.DataFrame, embedding_model: EmbeddingModel)
 class QualityConfig(dg.Config):
     threshold: float = 0.5
     """Rows whose score is below this fail quality (the score is P(good answer))."""
+    only_diverse_subset: bool = True
+    """Score only rows K-Center picked: selection drops every other row as outside the subset whatever its
+    score, and embedding every SFT answer for the model was the costliest step of a whole-corpora run. The
+    cheap rules still judge every row. Off: every row that passed dedup."""
+
+
+def quality_rows(records: pl.DataFrame, near_duplicates: pl.DataFrame, diverse_subset: pl.DataFrame,
+                 only_diverse_subset: bool = True) -> pl.DataFrame:
+    """The SFT rows the quality model scores."""
+    sft = records.filter(pl.col("kind") == "sft")
+    return survivors(sft, near_duplicates, diverse_subset if only_diverse_subset else None)
 
 
 @dg.asset(
@@ -132,28 +143,37 @@ class QualityConfig(dg.Config):
     group_name="quality",
     kinds={"scikitlearn", "parquet"},
     description="For every SFT row of the corpus: cheap rule reasons (empty or one-word answer, copies the "
-    "question, refusal, wrong language, broken encoding), the quality model's score and pass/fail.",
+    "question, refusal, wrong language, broken encoding); for rows that survived dedup and (by default) are in "
+    "the diverse subset, the quality model's score and pass/fail.",
 )
 def quality_labels(config: QualityConfig, raw_records: pl.DataFrame, embeddings: EmbeddingVectors,
-                   quality_model: pl.DataFrame, embedding_model: EmbeddingModel):
+                   quality_model: pl.DataFrame, near_duplicates: pl.DataFrame, diverse_subset: pl.DataFrame,
+                   embedding_model: EmbeddingModel):
     sft = raw_records.filter(pl.col("kind") == "sft")
+    rows = quality_rows(raw_records, near_duplicates, diverse_subset, config.only_diverse_subset)
     model = _checked_model(quality_model, embedding_model)
-    prompts = sft.select(user_prompt(pl.col("instruction"), pl.col("input"))).to_series().to_list()
-    answers = sft["output"].fill_null("").to_list()
-    # An SFT record's embedding is of its user prompt (records.embedding_text): reused, not embedded again.
-    scores = quality_scores(model, pool_vectors(sft, embeddings), embed_answers(embedding_model, answers),
-                            prompts, answers) if sft.height else np.zeros(0)
-    frame = sft.select("record_id").with_columns(
-        quality_score=pl.Series(scores, dtype=pl.Float64),
+    scores = np.zeros(0)
+    if rows.height:
+        prompts = rows.select(user_prompt(pl.col("instruction"), pl.col("input"))).to_series().to_list()
+        answers = rows["output"].fill_null("").to_list()
+        # An SFT record's embedding is of its user prompt (records.embedding_text): reused, not embedded again.
+        scores = quality_scores(model, pool_vectors(rows, embeddings), embed_answers(embedding_model, answers),
+                                prompts, answers)
+    scored = rows.select("record_id").with_columns(quality_score=pl.Series(scores, dtype=pl.Float64)).unique(
+        "record_id", keep="first")
+    frame = sft.select("record_id").join(scored, on="record_id", how="left", maintain_order="left").with_columns(
         quality_reasons=quality_rules(sft),
     ).with_columns(
         quality_pass=(pl.col("quality_score") >= config.threshold)
         & hard_rule_failures(pl.col("quality_reasons")).list.len().eq(0),
     )
     reasons = frame.select(pl.col("quality_reasons").explode()).drop_nulls().group_by("quality_reasons").len()
-    ranked = frame.join(sft.select("record_id", "instruction", "output"), on="record_id").sort("quality_score")
+    ranked = frame.drop_nulls("quality_score").join(sft.select("record_id", "instruction", "output"), on="record_id"
+                                                     ).sort("quality_score")
     return dg.Output(frame, metadata={
         **table_metadata(frame),
+        "scored_rows": rows.height,
+        "not_scored_rows": sft.height - rows.height,
         "passed": int(frame["quality_pass"].sum()),
         "rule_reasons": dg.MetadataValue.md(markdown_table(reasons.sort("len", descending=True), rows=20)),
         "score_histogram": dg.MetadataValue.md(png_markdown(histogram_png(scores, "quality score"), "quality")),

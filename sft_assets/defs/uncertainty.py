@@ -12,6 +12,8 @@ from sft_assets.core.quality import hard_rule_failures
 from sft_assets.core.datasets import user_prompt
 from sft_assets.core.plots import histogram_png, png_markdown
 from sft_assets.core.storage import Warehouse
+from sft_assets.defs.diversity import survivors
+from sft_assets.defs.quality import quality_rows
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import LanguageModel
 from sft_assets.defs.partitions import corpus_partitions
@@ -26,17 +28,6 @@ class UncertaintyConfig(dg.Config):
     only_diverse_subset: bool = True
     """Score only rows K-Center picked. Selection drops every row outside the subset anyway, so the costliest
     signal goes last in the cascade; off: every row that passed dedup (and, for PPL, the quality rules)."""
-
-
-def survivors(records: pl.DataFrame, near_duplicates: pl.DataFrame, diverse_subset: pl.DataFrame | None = None
-              ) -> pl.DataFrame:
-    """This corpus's rows that passed exact and near dedup (the cascade: cheap filters first), and, when a
-    diverse subset is given, that K-Center picked."""
-    leaders = near_duplicates.filter(pl.col("near_duplicate_of").is_null()).select("record_id", "corpus")
-    kept = records.join(leaders, on=["record_id", "corpus"], how="semi", maintain_order="left")
-    if diverse_subset is not None:
-        kept = kept.join(diverse_subset.select("record_id"), on="record_id", how="semi", maintain_order="left")
-    return kept
 
 
 def ppl_rows(raw_records: pl.DataFrame, near_duplicates: pl.DataFrame, diverse_subset: pl.DataFrame,
@@ -62,8 +53,8 @@ def option_items(raw_records: pl.DataFrame, near_duplicates: pl.DataFrame, diver
 
 
 def partitions_missing_scores(store: Warehouse, keys: list[str]) -> list[str]:
-    """Partitions holding rows the uncertainty assets would score but have no score for: new files, or old
-    rows that entered the diverse subset since. Only these need a scoring run."""
+    """Partitions holding rows the quality model or the language model would score but have no score for:
+    new files, or old rows that entered the diverse subset since. Only these need a scoring run."""
     if not (store.exists("near_duplicates") and store.exists("diverse_subset")):
         return list(keys)
     near_duplicates, diverse = store.read("near_duplicates"), store.read("diverse_subset")
@@ -73,10 +64,12 @@ def partitions_missing_scores(store: Warehouse, keys: list[str]) -> list[str]:
         if not all(store.exists(table, key) for table in tables):
             stale.append(key)
             continue
-        records = store.read("raw_records", key)
-        rows, _ = ppl_rows(records, near_duplicates, diverse, store.read("quality_labels", key))
+        records, labels = store.read("raw_records", key), store.read("quality_labels", key)
+        rows, _ = ppl_rows(records, near_duplicates, diverse, labels)
         items = option_items(records, near_duplicates, diverse)
-        if (rows.join(store.read("ppl_scores", key), on="record_id", how="anti").height
+        scored = labels.filter(pl.col("quality_score").is_not_null())
+        if (quality_rows(records, near_duplicates, diverse).join(scored, on="record_id", how="anti").height
+                or rows.join(store.read("ppl_scores", key), on="record_id", how="anti").height
                 or items.join(store.read("option_probabilities", key), on="record_id", how="anti").height):
             stale.append(key)
     return stale

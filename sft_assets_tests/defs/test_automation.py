@@ -54,14 +54,14 @@ def test_a_new_file_rebuilds_the_pool_then_scores_only_itself_then_exports(autom
     for asset in ("raw_records", "quarantined_records", "embeddings"):
         report(instance, asset, NEW)
 
-    # the pool once, the new file's quality labels; the quality model is not retrained for a new file
-    assert tick() == {"quality_labels": {NEW}, **{asset: {None} for asset in POOL}}
-    report(instance, "quality_labels", NEW)
+    # the pool once; the quality model is not retrained for a new file
+    assert tick() == {asset: {None} for asset in POOL}
     for asset in POOL:
         report(instance, asset)
 
-    # the language-model scores waited for the pool rebuilt with the file; old files are not re-scored
-    assert tick() == {"ppl_scores": {NEW}, "option_probabilities": {NEW}}
+    # the model scores waited for the pool rebuilt with the file; old files are not re-scored
+    assert tick() == {"quality_labels": {NEW}, "ppl_scores": {NEW}, "option_probabilities": {NEW}}
+    report(instance, "quality_labels", NEW)
     report(instance, "ppl_scores", NEW)
     report(instance, "option_probabilities", NEW)
 

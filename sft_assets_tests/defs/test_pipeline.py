@@ -64,6 +64,13 @@ def test_cascade_scores_only_survivors(sample_run):
     outside_subset = con.execute("""
         SELECT count(*) FROM ppl_scores s ANTI JOIN diverse_subset d USING (record_id)""").fetchone()[0]
     assert outside_subset == 0
+    # the quality model too scores only the subset's answers; its cheap rules judge every SFT row
+    labels = con.execute("""
+        SELECT count(*), count(quality_score), count(*) FILTER (WHERE len(quality_reasons) > 0),
+               count(quality_score) FILTER (WHERE record_id NOT IN (SELECT record_id FROM diverse_subset))
+        FROM quality_labels""").fetchone()
+    sft_rows = con.execute("SELECT count(*) FROM raw_records WHERE kind = 'sft'").fetchone()[0]
+    assert labels[0] == sft_rows and 0 < labels[1] < sft_rows and labels[2] >= 1 and labels[3] == 0
     statuses = dict(con.execute("SELECT status, count(*) FROM ppl_scores GROUP BY 1").fetchall())
     assert statuses == {"ok": statuses["ok"]} and statuses["ok"] > 30
     # the sample's one empty answer stops at the quality rules, before the language model
