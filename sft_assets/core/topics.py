@@ -6,6 +6,12 @@ by its most distinctive terms: class-based TF-IDF, where a cluster's texts
 form one document, so a term scores high when it is frequent in this cluster
 and rare in the others. Terms are English words and Chinese character
 bigrams, so labels read well for both languages.
+
+When the pool grows a little, rows can instead join the nearest of the
+previous clusters' centroids (``centroids_of``) without a refit: a refit,
+even one started from those centroids, moves 15-20 % of the old rows to
+another topic, and K-Center's per-topic caps would then reshuffle picks the
+new data does not touch.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
+
+from sft_assets.core.embed import l2_normalize
 
 MAX_TOPICS = 64  # beyond this, topics get too small to balance on and too many to read
 LABEL_TERMS = 3
@@ -35,10 +43,13 @@ def topic_clusters(
     texts: Sequence[str],
     k: int | None = None,
     seed: int = 0,
+    centroids: np.ndarray | None = None,
 ) -> tuple[list[str], np.ndarray, list[str | None]]:
     """Per row: ``category`` (the known one, else ``"topic <id>: <label>"``), ``cluster_id``
     (-1 where the category was known) and ``label`` (the cluster's top terms; None where known).
 
+    ``centroids``: (k, d) centroids of earlier clusters; each row joins the nearest one (cosine on
+    unit vectors) instead of a new k-means fit. Ignored unless it has as many rows as the k in force.
     Deterministic for a given ``seed``."""
     n = len(known_category)
     if not (emb.shape[0] == len(texts) == n):
@@ -50,13 +61,31 @@ def topic_clusters(
     if unknown.size == 0:
         return category, cluster_id, label
     k = min(k or default_topic_count(unknown.size), unknown.size)
-    model = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=2048)
-    cluster_id[unknown] = model.fit_predict(np.asarray(emb, dtype=np.float32)[unknown])
+    vectors = np.asarray(emb, dtype=np.float32)[unknown]
+    if centroids is not None and centroids.shape == (k, emb.shape[1]):
+        cluster_id[unknown] = np.argmax(vectors @ l2_normalize(centroids).T, axis=1)
+    else:
+        model = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=2048)
+        cluster_id[unknown] = model.fit_predict(vectors)
     names = cluster_labels([texts[i] for i in unknown], cluster_id[unknown], k)
     for i in unknown.tolist():
         label[i] = names[cluster_id[i]]
         category[i] = f"topic {cluster_id[i]}: {label[i]}" if label[i] else f"topic {cluster_id[i]}"
     return category, cluster_id, label
+
+
+def centroids_of(emb: np.ndarray, cluster_id: np.ndarray) -> np.ndarray | None:
+    """Mean vector of each cluster 0..k-1 (rows with id -1 ignored), or None if some cluster has no row."""
+    cluster_id = np.asarray(cluster_id, dtype=np.int64)
+    member = cluster_id >= 0
+    if not member.any():
+        return None
+    counts = np.bincount(cluster_id[member])
+    if (counts == 0).any():
+        return None
+    sums = np.zeros((counts.size, emb.shape[1]), dtype=np.float64)
+    np.add.at(sums, cluster_id[member], np.asarray(emb, dtype=np.float64)[member])
+    return (sums / counts[:, None]).astype(np.float32)
 
 
 def terms(text: str) -> list[str]:

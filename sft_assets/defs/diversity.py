@@ -12,7 +12,7 @@ from sft_assets.core.embedding_cache import embed_with_cache, embeddings_frame
 from sft_assets.core.kcenter import balanced_caps, extend_k_center, k_center_greedy
 from sft_assets.core.plots import histogram_png, png_markdown
 from sft_assets.core.records import embedding_texts
-from sft_assets.core.topics import topic_clusters as cluster_topics
+from sft_assets.core.topics import centroids_of, topic_clusters as cluster_topics
 from sft_assets.core.vectors import EmbeddingVectors, MissingVectors
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import EmbeddingModel
@@ -183,6 +183,35 @@ class TopicConfig(dg.Config):
     k: int | None = None
     """Clusters for rows without a known category; None: the rule in topics.py."""
     seed: int = 0
+    keep_previous_topics: bool = True
+    """New rows join the nearest of the previous run's topics (no refit, the same k) while the rows without a
+    known category have grown by at most `refit_growth` since the topics were fitted and `k` is not set to
+    another value: old rows keep their topic, so the diverse subset's per-topic caps do not reshuffle its
+    picks when one file is added."""
+    refit_growth: float = 0.2
+
+
+def previous_topics(store, config: TopicConfig, pool: pl.DataFrame, vectors: np.ndarray
+                    ) -> tuple[np.ndarray | None, int | None]:
+    """Centroids, in this pool's vectors, of the topics the previous run used, and how many rows they were
+    fitted on; (None, None) when they are missing, off, or the pool has grown too much since."""
+    if not (config.keep_previous_topics and store.exists("topic_clusters")):
+        return None, None
+    previous = store.read("topic_clusters")
+    if "fitted_on_rows" not in previous.columns or previous.height == 0:  # written before topics were kept
+        return None, None
+    fitted_on = int(previous["fitted_on_rows"][0])
+    if _uncategorized(pool) > fitted_on * (1 + config.refit_growth):
+        return None, None
+    rows = pool.select("record_id").with_row_index("row").join(previous.filter(pl.col("cluster_id") >= 0),
+                                                               on="record_id")
+    if rows.height == 0:
+        return None, None
+    return centroids_of(vectors[rows["row"].to_numpy()], rows["cluster_id"].to_numpy()), fitted_on
+
+
+def _uncategorized(pool: pl.DataFrame) -> int:
+    return int(pool.select((pl.col("category").fill_null("") == "").sum()).item())
 
 
 @dg.asset(
@@ -192,20 +221,27 @@ class TopicConfig(dg.Config):
     description="A category for every pool row, for balancing: the known one (file or subject) where the "
     "data has it, otherwise a k-means cluster of the embeddings labelled by its top TF-IDF terms.",
 )
-def topic_clusters(config: TopicConfig, candidate_pool: pl.DataFrame, embeddings: EmbeddingVectors):
+def topic_clusters(config: TopicConfig, candidate_pool: pl.DataFrame, embeddings: EmbeddingVectors,
+                   warehouse: WarehouseResource):
     vectors = pool_vectors(candidate_pool, embeddings)
+    centroids, fitted_on = previous_topics(warehouse.warehouse(), config, candidate_pool, vectors)
+    # the previous k stays with its topics (the default k grows with the pool) unless k is set to another
+    reused = centroids is not None and config.k in (None, centroids.shape[0])
     category, cluster_id, label = cluster_topics(
-        vectors, candidate_pool["category"].to_list(), candidate_pool["text"].to_list(), k=config.k, seed=config.seed)
+        vectors, candidate_pool["category"].to_list(), candidate_pool["text"].to_list(),
+        k=centroids.shape[0] if reused else config.k, seed=config.seed, centroids=centroids if reused else None)
     frame = candidate_pool.select("record_id").with_columns(
         topic=pl.Series(category, dtype=pl.String),
         cluster_id=pl.Series(cluster_id, dtype=pl.Int64),
         topic_label=pl.Series(label, dtype=pl.String),
+        fitted_on_rows=pl.lit(fitted_on if reused else _uncategorized(candidate_pool), dtype=pl.Int64),
     )
     sizes = frame.group_by("topic", "topic_label").len().sort(["len", "topic"], descending=[True, False])
     png = histogram_png(np.log10(sizes["len"].to_numpy()), "cluster size (log10 rows)")
     return dg.Output(frame, metadata={
         **table_metadata(frame),
         "topics": sizes.height,
+        "clusters": "the previous topics, new rows joined the nearest" if reused else "fitted anew (k-means)",
         "largest_topics": dg.MetadataValue.md(markdown_table(sizes, rows=15)),
         "size_distribution": dg.MetadataValue.md(png_markdown(png, "topic sizes")),
     })

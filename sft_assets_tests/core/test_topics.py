@@ -7,7 +7,7 @@ import pytest
 
 from sft_assets.core.embed import embed_texts, load_sentence_model
 from sft_assets.core.records import embedding_texts
-from sft_assets.core.topics import MAX_TOPICS, default_topic_count, terms, topic_clusters
+from sft_assets.core.topics import MAX_TOPICS, centroids_of, default_topic_count, terms, topic_clusters
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -74,3 +74,22 @@ def test_terms_cover_english_and_chinese():
     assert terms("Write a Python function to sort the list") == ["write", "python", "function", "sort", "list"]
     assert terms("请写一个函数") == ["请写", "写一", "一个", "个函", "函数"]
     assert terms("12 + 7 = ?") == []
+
+
+def test_new_rows_join_the_previous_topics_and_old_rows_stay(rows, read_corpus):
+    """One more file in the pool: old rows keep their topic, new ones join the nearest, no refit."""
+    emb, _, texts = rows
+    en_emb, en_texts = emb[:120], texts[:120]
+    _, before, before_label = topic_clusters(en_emb, [None] * 120, en_texts, k=6, seed=0)
+    centroids = centroids_of(en_emb, before)
+    assert centroids.shape == (6, emb.shape[1])
+    new_texts = embedding_texts(read_corpus("alpaca_en/alpaca_data-0-3252.json").records.head(12))
+    grown_emb = np.vstack([en_emb, embed_texts(load_sentence_model("default", device="cpu"), new_texts)])
+    grown = [None] * grown_emb.shape[0]
+    _, kept, _ = topic_clusters(grown_emb, grown, en_texts + new_texts, k=6, seed=0, centroids=centroids)
+    assert (kept[:120] == before).mean() >= 0.95
+    assert set(kept[120:].tolist()) <= set(range(6))
+    # centroids for another k are not used
+    _, other_k, _ = topic_clusters(grown_emb, grown, en_texts + new_texts, k=5, seed=0, centroids=centroids)
+    assert sorted(set(other_k.tolist())) == list(range(5))
+    assert centroids_of(en_emb[:3], np.array([0, 2, 2])) is None

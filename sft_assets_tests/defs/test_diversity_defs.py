@@ -96,15 +96,16 @@ def test_pool_steps_gather_embeddings_from_memory_mapped_npy(tmp_path, corpora):
 
 
 def test_diverse_subset_extends_the_previous_one_when_a_file_is_added(tmp_path, read_corpus):
-    """120 alpaca_en rows, then 40 gsm8k word problems as a new file: the subset keeps its picks and adds
-    some of the new file's rows; `keep_previous_picks=False` or another embedding model starts from scratch."""
+    """120 alpaca_en rows, then 40 gsm8k word problems as a new file: the old rows keep their topics, the
+    subset keeps its picks and adds some of the new file's rows; `keep_previous_picks=False` or another
+    embedding model starts from scratch, and topics are fitted anew once the pool outgrows `refit_growth`."""
     import json
 
     import dagster as dg
 
     from sft_assets.definitions import build_defs
     from sft_assets.defs import diversity, ingest
-    from sft_assets.defs.diversity import DiverseSubsetConfig
+    from sft_assets.defs.diversity import DiverseSubsetConfig, TopicConfig
     from sft_assets.defs.models import EmbeddingModel
     from sft_assets.defs.partitions import corpus_partitions
     from sft_assets.settings import Settings
@@ -120,7 +121,10 @@ def test_diverse_subset_extends_the_previous_one_when_a_file_is_added(tmp_path, 
     instance = dg.DagsterInstance.ephemeral()
     store = defs.resources["warehouse"].warehouse()
 
-    def rebuild(new_file: str | None = None, resources=defs.resources, **config) -> dict:
+    topic_runs = []
+
+    def rebuild(new_file: str | None = None, resources=defs.resources, topics: TopicConfig = TopicConfig(),
+                **config) -> dict:
         if new_file:
             instance.add_dynamic_partitions(corpus_partitions.name, [new_file])
             assert defs.resolve_job_def("update_corpus").execute_in_process(
@@ -129,17 +133,22 @@ def test_diverse_subset_extends_the_previous_one_when_a_file_is_added(tmp_path, 
             [*ingest.assets, *diversity.assets], resources=resources, instance=instance,
             selection=[diversity.candidate_pool, diversity.near_duplicates, diversity.topic_clusters,
                        diversity.diverse_subset],
-            run_config=dg.RunConfig({"diverse_subset": DiverseSubsetConfig(**config)}))
+            run_config=dg.RunConfig({"diverse_subset": DiverseSubsetConfig(**config), "topic_clusters": topics}))
         assert result.success
+        topic_runs.append(result.asset_materializations_for_node("topic_clusters")[0].metadata["clusters"].value)
         meta = result.asset_materializations_for_node("diverse_subset")[0].metadata
         return {key: value.value for key, value in meta.items()}
 
     first = rebuild("alpaca_en.json")
     assert (first["mode"], first["mode_reason"], first["kept_previous"]) == ("full", "no previous subset", 0)
-    previous = store.read("diverse_subset")
+    previous, previous_topics = store.read("diverse_subset"), store.read("topic_clusters")
 
-    second = rebuild("gsm8k.json")
-    subset = store.read("diverse_subset")
+    second = rebuild("gsm8k.json", topics=TopicConfig(refit_growth=0.5))  # 120 -> 160 rows without a category
+    subset, topics = store.read("diverse_subset"), store.read("topic_clusters")
+    assert topic_runs == ["fitted anew (k-means)", "the previous topics, new rows joined the nearest"]
+    assert topics["fitted_on_rows"].unique().to_list() == [120]
+    stayed = previous_topics.join(topics, on="record_id").select(pl.col("cluster_id") == pl.col("cluster_id_right"))
+    assert stayed.to_series().mean() >= 0.95
     assert second["mode"] == "extended"
     assert second["kept_previous"] == previous.height - second["dropped_previous"] > 0
     assert second["kept_previous"] == subset["record_id"].is_in(previous["record_id"].implode()).sum()
@@ -149,6 +158,8 @@ def test_diverse_subset_extends_the_previous_one_when_a_file_is_added(tmp_path, 
     assert subset["embedding_model"].unique().to_list() == ["default"]
 
     assert rebuild(keep_previous_picks=False)["mode"] == "full"
+    assert topic_runs[-1] == "fitted anew (k-means)"  # 160 rows > 120 * 1.2: the default refit_growth
+    assert store.read("topic_clusters")["fitted_on_rows"].unique().to_list() == [160]
     other_model = {**defs.resources, "embedding_model": EmbeddingModel(
         model="another-model", cache_uri=defs.resources["embedding_model"].cache_uri)}
     changed = rebuild(resources=other_model)
