@@ -9,6 +9,7 @@ import shlex
 import dagster as dg
 import polars as pl
 import pytest
+import yaml
 
 from sft_assets.defs.models import EmbeddingModel
 from sft_assets.defs.quality import ModelStore, QualityModelConfig, extra_preference_records, quality_model
@@ -114,3 +115,86 @@ def test_extra_preference_files_outside_the_raw_root_fail_the_asset(raw_root, tm
 def test_a_missing_extra_preference_file_is_a_clear_failure(raw_root):
     with pytest.raises(dg.Failure, match="cannot read"):
         extra_preference_records(["prefs/gone.jsonl"], raw_root)
+
+
+def test_seed_folder_outside_the_raw_root_fails_before_any_model_loads(raw_root, tmp_path):
+    from sft_assets.defs.models import LanguageModel
+    from sft_assets.defs.self_instruct import SelfInstructConfig, generated_instructions
+
+    (tmp_path / "seeds").mkdir()
+    (tmp_path / "seeds" / "seed_tasks.jsonl").write_text(
+        json.dumps({"instruction": "Say hi.", "instances": [{"input": "", "output": "Hi!"}]}) + "\n", encoding="utf-8")
+    for folder in ("../seeds", str(tmp_path / "seeds"), "prefs/../../seeds"):
+        with pytest.raises(dg.Failure, match="seed_folder: .* outside the raw root"):
+            generated_instructions(
+                dg.build_asset_context(partition_key="1"), config=SelfInstructConfig(seed_folder=folder),
+                raw_records=pl.DataFrame(), raw_root=raw_root, curated_root=RawRoot(root=str(tmp_path / "none")),
+                language_model=LanguageModel(cache_uri=str(tmp_path / "cache")),
+                embedding_model=EmbeddingModel(cache_uri=str(tmp_path / "cache")))
+
+
+def test_a_seed_folder_inside_the_raw_root_is_read(raw_root, tmp_path):
+    from sft_assets.defs.self_instruct import _seed_root
+
+    root = _seed_root("prefs", raw_root, RawRoot(root=str(tmp_path / "curated")))
+    assert root.root == str(raw_root.confine("prefs")[0])
+    assert _seed_root("", raw_root, curated := RawRoot(root=str(tmp_path / "curated"))) is curated
+
+
+# Calls that load a model or tokenizer: each must pass local_files_only=True, so no name reaches the network.
+MODEL_LOADERS = ("from_pretrained", "SentenceTransformer", "CrossEncoder", "pipeline")
+
+
+def _loads_without_local_only(source: str) -> list[int]:
+    """Line numbers of model-loading calls that do not pass ``local_files_only=True``."""
+    import ast
+
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+        local = any(k.arg == "local_files_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                    for k in node.keywords)
+        if name in MODEL_LOADERS and not local:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_every_model_load_is_local_files_only():
+    files = sorted((REPO / "sft_assets").rglob("*.py"))
+    found = {str(f.relative_to(REPO)): hits for f in files
+             if (hits := _loads_without_local_only(f.read_text(encoding="utf-8")))}
+    assert found == {}
+    loads = sum("from_pretrained(" in f.read_text(encoding="utf-8") for f in files)
+    assert loads >= 2  # the causal LM and the sequence classifier
+
+
+def test_the_local_only_scan_sees_a_download():
+    planted = ["AutoTokenizer.from_pretrained(path)", "M.from_pretrained(p, local_files_only=False)",
+               "SentenceTransformer(name, device='cpu')", "x = pipeline('text-generation', model=m)"]
+    assert [bool(_loads_without_local_only(line)) for line in planted] == [True] * len(planted)
+    assert _loads_without_local_only("AutoModel.from_pretrained(p, local_files_only=True)") == []
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of deploy/k8s/Dockerfile, continuation lines joined, comments dropped."""
+    text = (REPO / "deploy" / "k8s" / "Dockerfile").read_text(encoding="utf-8")
+    lines = [line for line in text.replace("\\\n", " ").splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip() if " " in line.strip() else "")
+            for line in lines]
+
+
+def test_the_image_runs_as_a_non_root_user():
+    instructions = _dockerfile_instructions()
+    users = [args for name, args in instructions if name == "USER"]
+    assert users, "no USER instruction: the container would run as root"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0")
+    created = [args for name, args in instructions if name == "RUN" and "useradd" in args]
+    assert created and re.search(rf"--uid {user}\b", created[-1])
+    values = yaml.safe_load((REPO / "deploy" / "k8s" / "values.yaml").read_text(encoding="utf-8"))
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    pod = values["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["podSpecConfig"]["securityContext"]
+    for context in (deployment["podSecurityContext"], pod):
+        assert context["runAsNonRoot"] and str(context["runAsUser"]) == user and str(context["fsGroup"]) == user

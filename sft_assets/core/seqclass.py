@@ -78,8 +78,9 @@ def train_sequence_classifier(
     dev = resolve_device(device)
     torch.manual_seed(seed)
     path = backbone or default_backbone()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).to(dev)
+    # Local files only, as every model load in the package: a backbone name must never reach the network.
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, local_files_only=True).to(dev)
     clf = SequenceClassifier(model=model, tokenizer=tokenizer, device=dev, max_length=max_length)
 
     counts = np.bincount(y, minlength=2)

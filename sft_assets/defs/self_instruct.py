@@ -56,7 +56,8 @@ class SelfInstructConfig(dg.Config):
     similarity_threshold: float | None = None
     """At or above it an instruction is too similar; empty: 0.7 for rouge, 0.9 for embedding."""
     seed_folder: str = ""
-    """A folder of seed task files, read with the ingest readers; empty: the curated_root resource."""
+    """A folder of seed task files under the raw root, read with the ingest readers; empty: the curated_root
+    resource."""
     use_chat_template: bool = True
     """Answer under the model's chat template when it has one."""
 
@@ -69,6 +70,18 @@ class SelfInstructConfig(dg.Config):
             few_shot_examples=self.few_shot_examples, batch_size=batch_size, similarity=self.similarity,
             similarity_threshold=self.similarity_threshold, use_chat_template=self.use_chat_template,
         )
+
+
+def _seed_root(seed_folder: str, raw_root: RawRoot, curated_root: RawRoot) -> RawRoot:
+    """The configured seed folder, confined to the raw root as every path from run config is; else the curated
+    root (a resource, set by the deployment, not by whoever launches a run)."""
+    if not seed_folder:
+        return curated_root
+    try:
+        folder, _ = raw_root.confine(seed_folder)
+    except PermissionError as exc:
+        raise dg.Failure(description=f"seed_folder: {exc}") from exc
+    return RawRoot(root=str(folder), category_globs=[])
 
 
 def seed_tasks(root: RawRoot) -> pl.DataFrame:
@@ -121,13 +134,14 @@ def _with_file_rows(rows: pl.DataFrame, written: pl.DataFrame) -> pl.DataFrame:
 def generated_instructions(context: dg.AssetExecutionContext, config: SelfInstructConfig, raw_records: pl.DataFrame,
                            raw_root: RawRoot, curated_root: RawRoot, language_model: LanguageModel,
                            embedding_model: EmbeddingModel):
-    key, run_id = context.partition_key, context.run.run_id
+    key = context.partition_key
     if not ROUND_KEY.fullmatch(key):
         raise dg.Failure(f"round partitions are numbered 1, 2, ...; got {key!r}")
     round_number = int(key)
     relpath = generated_relpath(round_number)
     round_config = config.round_config(round_number, language_model.batch_size)
-    seed_root = RawRoot(root=config.seed_folder, category_globs=[]) if config.seed_folder else curated_root
+    seed_root = _seed_root(config.seed_folder, raw_root, curated_root)  # config checked before any model work
+    run_id = context.run.run_id
     seeds = seed_tasks(seed_root)
     if seeds.is_empty():
         raise dg.Failure(f"no seed tasks under {seed_root.root}: set seed_folder or the curated root")
