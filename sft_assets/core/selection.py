@@ -216,7 +216,36 @@ def _validated(pool: pl.DataFrame) -> pl.DataFrame:
     bad_kinds = sorted(set(frame["kind"].drop_nulls().unique()) - set(SELECTABLE_KINDS))
     if frame["kind"].null_count() or bad_kinds:
         raise ValueError(f"pool kind must be one of {SELECTABLE_KINDS}; found {bad_kinds or 'null'}")
-    return frame.with_columns(pl.col("quality_reasons").fill_null([]))
+    return _checked_scores(frame).with_columns(pl.col("quality_reasons").fill_null([]))
+
+
+# The values each score can take; a tolerance absorbs float rounding (a mass summed from probabilities).
+SCORE_RANGES: dict[str, tuple[float, float, str]] = {
+    "quality_score": (0.0, 1.0, "a probability"),
+    "novelty_prob": (0.0, 1.0, "a probability"),
+    "option_mass": (0.0, 1.0, "a sum of option probabilities"),
+    "ppl": (1.0, math.inf, "a perplexity, exp of a mean of non-negative losses"),
+    "ifd": (0.0, math.inf, "a ratio of perplexities"),
+}
+_RANGE_TOLERANCE = 1e-6
+
+
+def _checked_scores(frame: pl.DataFrame) -> pl.DataFrame:
+    """NaN scores as null (missing): polars orders NaN above every number, so a NaN novelty would pass
+    ``> threshold`` and drop the row as not novel. A finite value outside its range, or an infinite one,
+    is an upstream bug: a clear error, not a decision."""
+    frame = frame.with_columns(pl.col(name).fill_nan(None) for name in SCORE_RANGES)
+    problems = []
+    for name, (low, high, what) in SCORE_RANGES.items():
+        value = pl.col(name)
+        bad = frame.filter(value.is_infinite() | (value < low - _RANGE_TOLERANCE) | (value > high + _RANGE_TOLERANCE))
+        if bad.height:
+            example = bad.row(0, named=True)
+            problems.append(f"{name} must be {what} in [{low:g}, {high:g}]: {bad.height} rows are not, e.g. "
+                            f"{example[name]!r} (record_id {example['record_id']})")
+    if problems:
+        raise ValueError("impossible scores in the pool: " + "; ".join(problems))
+    return frame
 
 
 # ---------------------------------------------------------------- stages

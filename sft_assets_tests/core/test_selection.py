@@ -326,3 +326,37 @@ def test_quality_drops_the_lowest_share_or_below_the_threshold(pool):
     assert failed_by_score(SelectionPolicy(quality_drop_fraction=0.1, quality_threshold=0.9)) == strict
     with pytest.raises(ValueError, match="quality_drop_fraction"):
         SelectionPolicy(quality_drop_fraction=1.0)
+
+
+def test_a_nan_score_is_a_missing_score(pool):
+    """NaN sorts above every number in polars: unchecked, a NaN novelty passes ``> threshold`` and every
+    such row is dropped as not novel. It must decide exactly as a null does."""
+    scored = {name: pl.col(name).is_not_null() & (pl.col("record_id").str.slice(0, 1) < "8")
+              for name in ("novelty_prob", "quality_score", "ppl", "option_mass")}
+    nan = pool.with_columns(pl.when(hit).then(float("nan")).otherwise(pl.col(name)).alias(name)
+                            for name, hit in scored.items())
+    null = pool.with_columns(pl.when(hit).then(None).otherwise(pl.col(name)).alias(name) for name, hit in scored.items())
+    assert all(nan[name].is_nan().sum() > 5 for name in scored)
+    from_nan, from_null = decide(nan), decide(null)
+    assert from_nan.equals(from_null)
+    assert from_nan["novelty_prob"].is_nan().sum() == 0
+    hit = nan.filter(scored["novelty_prob"])["record_id"].implode()
+    assert not from_nan.filter(pl.col("record_id").is_in(hit))["reasons"].list.join("|").str.contains("not_novel:p=").any()
+
+
+@pytest.mark.parametrize("column, value", [
+    ("novelty_prob", 1.7), ("quality_score", -0.2), ("option_mass", 1.5), ("ppl", -3.0), ("ppl", 0.5),
+    ("ifd", -1.0), ("ppl", float("inf")), ("quality_score", float("-inf")),
+])
+def test_impossible_scores_are_a_clear_error(pool, column, value):
+    row = pool.filter(pl.col(column).is_not_null())["record_id"][0]
+    bad = pool.with_columns(pl.when(pl.col("record_id") == row).then(value).otherwise(pl.col(column)).alias(column))
+    with pytest.raises(ValueError, match=rf"{column} must be .*1 rows are not, e.g. {re.escape(repr(value))} "
+                                         rf"\(record_id {row}\)"):
+        decide(bad)
+
+
+def test_scores_at_their_bounds_are_accepted(pool):
+    edges = pool.with_columns(novelty_prob=pl.when(pl.col("novelty_prob").is_not_null()).then(1.0),
+                              quality_score=pl.lit(0.0), ppl=pl.when(pl.col("ppl").is_not_null()).then(1.0))
+    assert decide(edges).height == pool.height
