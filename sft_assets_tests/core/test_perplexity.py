@@ -1,6 +1,7 @@
 """Answer perplexity and option probabilities with the real bundled SmolLM2, on small real slices."""
 
 import copy
+import math
 import random
 import subprocess
 import sys
@@ -67,6 +68,31 @@ def test_fluent_answer_beats_the_same_words_shuffled(lm, alpaca, scores):
     long_enough = np.array([len(a.split()) >= 5 for a in answers])
     assert long_enough.sum() >= 3
     assert (scores["ppl"][long_enough] < mixed["ppl"][long_enough]).all()
+
+
+def _reference_ppl(lm, prompt: str, answer: str) -> tuple[float, float]:
+    """exp of the model's own loss (HF ``labels=``) over the answer, the prompt's labels set to -100, and the same
+    with nothing masked: an independent path to what answer_perplexity computes."""
+    prompt_ids = lm.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True,
+                                                  add_generation_prompt=True, return_dict=True)["input_ids"]
+    answer_ids = lm.tokenizer(answer, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt_ids + answer_ids])
+    masked = ids.clone()
+    masked[0, : len(prompt_ids)] = -100
+    with torch.inference_mode():
+        return tuple(math.exp(lm.model(input_ids=ids, labels=labels).loss.item()) for labels in (masked, ids))
+
+
+def test_masked_perplexity_is_the_models_own_loss_on_the_answer(lm, alpaca):
+    prompts, answers = alpaca
+    result = answer_perplexity(lm, prompts, answers, max_tokens=1024, batch_size=4)
+    assert not result["truncated"].any()
+    reference = [_reference_ppl(lm, p, a) for p, a in zip(prompts, answers)]
+    np.testing.assert_allclose(result["ppl"], [masked for masked, _ in reference], rtol=1e-4)
+    unmasked = np.array([whole for _, whole in reference])
+    assert np.all(np.abs(unmasked / np.asarray(result["ppl"]) - 1) > 1e-2)  # the masking is what was checked
+    unconditioned = [_reference_ppl(lm, "", a)[0] for a in answers]
+    np.testing.assert_allclose(result["ppl_unconditioned"], unconditioned, rtol=1e-4)
 
 
 def test_prompt_masking_changes_the_value(scores):
