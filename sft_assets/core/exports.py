@@ -25,7 +25,9 @@ Files (formats as TRL and LLaMA-Factory document them):
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -243,6 +245,41 @@ def write_exports(
     written[CATEGORIES_PLOT] = _categories_plot(folder / CATEGORIES_PLOT, decisions)
     written[CARD] = _write_text(folder / CARD, _card(rows, sft, rm, decisions, reasons, policy))
     return written
+
+
+def publish_exports(
+    folder, sft: pl.DataFrame, rm: pl.DataFrame, ppo_prompts: pl.DataFrame, ptx: pl.DataFrame,
+    decisions: pl.DataFrame, policy: SelectionPolicy,
+) -> tuple[dict[str, Path], list[str]]:
+    """Write the set into ``<folder>.staging``, validate it there, and only when it passes move it in with
+    one rename; the set it replaces becomes ``<folder>.previous``. Returns ({file name: published path},
+    problems). A set with problems is never published: ``folder`` keeps the last good set and the refused
+    one is left in ``<folder>.rejected`` to look at.
+
+    A trainer reading ``folder`` during a rebuild sees the old set or the new one, never files of both
+    (between the two renames the folder is briefly absent)."""
+    folder = Path(folder)
+    staging, previous, rejected = (folder.with_name(f"{folder.name}.{suffix}")
+                                   for suffix in ("staging", "previous", "rejected"))
+    shutil.rmtree(staging, ignore_errors=True)  # left by a run that died while writing
+    written = write_exports(staging, sft, rm, ppo_prompts, ptx, decisions, policy)
+    problems = validate_exports(staging)
+    if problems:
+        _move_over(staging, rejected)
+        return {}, problems
+    if folder.exists():
+        _move_over(folder, previous)
+    os.rename(staging, folder)
+    return {name: folder / path.name for name, path in written.items()}, []
+
+
+def _move_over(source: Path, target: Path) -> None:
+    """Rename a folder onto ``target``, replacing whatever was there."""
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif target.exists() or target.is_symlink():
+        target.unlink()
+    os.rename(source, target)
 
 
 # ---------------------------------------------------------------- card

@@ -6,7 +6,7 @@ import polars as pl
 from sft_assets.core.datasets import (
     ppo_dataset as build_ppo, rm_dataset as build_rm, rm_problems, sft_dataset as build_sft, sft_problems,
 )
-from sft_assets.core.exports import validate_exports, write_exports
+from sft_assets.core.exports import publish_exports
 from sft_assets.core.quality import hard_rule_failures
 from sft_assets.core.plots import bar_png, png_markdown
 from sft_assets.core.selection import SIGNAL_COLUMNS, SelectionPolicy, decide, reason_counts
@@ -165,18 +165,22 @@ def ppo_dataset(config: PPOConfig, sft_dataset: pl.DataFrame, rm_dataset: pl.Dat
     group_name="export",
     kinds={"json"},
     description="Training files in data/exports: Alpaca JSON and messages JSONL (SFT), TRL preference JSONL (RM), "
-    "prompts JSONL (PPO) and ptx, LLaMA-Factory's dataset_info.json, and a dataset card with plots.",
+    "prompts JSONL (PPO) and ptx, LLaMA-Factory's dataset_info.json, and a dataset card with plots. Written and "
+    "checked in a staging folder, then swapped in with one rename (the set it replaces: exports.previous); a set "
+    "that fails the checks is not published.",
     check_specs=[dg.AssetCheckSpec("exports_parse", asset="exports", blocking=True,
-                                   description="every file parses and has the keys its loaders need")],
+                                   description="every file parses and has the keys its loaders need, "
+                                   "checked before the set is published")],
 )
 def exports(config: SelectionConfig, export_folder: ExportFolder, selection_decisions: pl.DataFrame,
             sft_dataset: pl.DataFrame, rm_dataset: pl.DataFrame, ppo_prompts: pl.DataFrame, ppo_ptx: pl.DataFrame):
-    written = write_exports(export_folder.path, sft_dataset, rm_dataset, ppo_prompts, ppo_ptx,
-                            selection_decisions, config.policy())
-    problems = validate_exports(export_folder.path)
+    written, problems = publish_exports(export_folder.path, sft_dataset, rm_dataset, ppo_prompts, ppo_ptx,
+                                        selection_decisions, config.policy())
     yield dg.MaterializeResult(metadata={
         "folder": dg.MetadataValue.path(export_folder.path),
-        "files": dg.MetadataValue.md("\n".join(f"- `{name}`" for name in sorted(written))),
+        "published": not problems,
+        "files": dg.MetadataValue.md("\n".join(f"- `{name}`" for name in sorted(written))
+                                     or "none: the checks refused the new set, the folder keeps the last good one"),
         "sft_rows": sft_dataset.height, "rm_pairs": rm_dataset.height, "ppo_prompts": ppo_prompts.height,
     })
     yield dg.AssetCheckResult(check_name="exports_parse", passed=not problems,

@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 
+import polars as pl
 import pytest
 import yaml
 
@@ -13,6 +14,7 @@ from sft_assets.core.exports import (
     CARD,
     DATASET_INFO,
     EXPORT_FILES,
+    publish_exports,
     validate_exports,
     write_exports,
 )
@@ -263,3 +265,40 @@ def test_validate_caps_problems_per_file(exported, tmp_path):
     problems = _planted(exported, tmp_path, lambda f: _edit(f / "ppo_prompts.jsonl", lambda t: t.replace("{", "[")))
     assert len([p for p in problems if p.startswith("ppo_prompts.jsonl")]) == 21
     assert problems[20].endswith("more")
+
+
+def _snapshot(folder):
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def _publish(folder, tables, **replace):
+    t = {**tables, **replace}
+    return publish_exports(folder, t["sft"], t["rm"], t["ppo_prompts"], t["ptx"], t["decisions"], POLICY)
+
+
+def test_publishing_swaps_the_new_set_in_and_keeps_the_previous(tables, exported, tmp_path):
+    folder = tmp_path / "exports"
+    written, problems = _publish(folder, tables)
+    assert problems == [] and _snapshot(folder) == _snapshot(exported[0])
+    assert set(written) == set(exported[1]) and all(path.parent == folder for path in written.values())
+    first = _snapshot(folder)
+    written, problems = _publish(folder, tables, rm=tables["rm"].clear())
+    assert problems == [] and (folder / "rm_pairs.jsonl").read_text() == ""
+    assert _snapshot(tmp_path / "exports.previous") == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exports", "exports.previous"]
+
+
+def test_a_set_that_fails_its_checks_leaves_the_published_one_in_place(tables, tmp_path):
+    folder = tmp_path / "exports"
+    assert _publish(folder, tables)[1] == []
+    good = _snapshot(folder)
+    first = tables["sft"]["record_id"].sort()[0]
+    broken = tables["sft"].with_columns(
+        instruction=pl.when(pl.col("record_id") == first).then(pl.lit(" ")).otherwise(pl.col("instruction")))
+    written, problems = _publish(folder, tables, sft=broken)
+    assert written == {} and any("sft_alpaca.json record 0: instruction: not a non-empty string" in p
+                                 for p in problems), problems
+    assert _snapshot(folder) == good  # not a byte of the refused set reached the published folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exports", "exports.rejected"]
+    assert validate_exports(tmp_path / "exports.rejected") == problems
+    assert _publish(folder, tables)[1] == [] and _snapshot(tmp_path / "exports.previous") == good
