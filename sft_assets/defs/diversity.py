@@ -90,10 +90,14 @@ def embeddings(context: dg.AssetExecutionContext, raw_records: pl.DataFrame,
     kinds={"polars", "parquet"},
     ins={"raw_records": ALL_CORPORA},
     description="Every SFT and multiple-choice record of every corpus once, with exact duplicates "
-    "(same text after case, punctuation and white space are folded) pointing at the row they copy.",
+    "(same text after case, punctuation and white space are folded) pointing at the row they copy. "
+    "Records of the curated reference set are not candidates (they are what novelty compares against), "
+    "even when the curated folder lies inside the raw root.",
 )
-def candidate_pool(raw_records: pl.DataFrame):
+def candidate_pool(raw_records: pl.DataFrame, curated_reference: pl.DataFrame):
     rows = raw_records.filter(pl.col("kind").is_in(SELECTABLE)).sort(["corpus", "source_row"])
+    curated = pl.col("record_id").is_in(curated_reference["record_id"].implode())
+    in_reference, rows = rows.filter(curated), rows.filter(~curated)
     occurrences = rows.group_by("record_id", maintain_order=True).agg(
         also_in=pl.struct("corpus", "source_row").slice(1)
     )
@@ -106,9 +110,12 @@ def candidate_pool(raw_records: pl.DataFrame):
     )
     per_corpus = pool.group_by("dataset").agg(
         rows=pl.len(), exact_duplicates=pl.col("exact_duplicate_of").is_not_null().sum()
-    ).sort("dataset")
+    ).join(in_reference.group_by("dataset").agg(in_curated_reference=pl.len()), on="dataset", how="full",
+           coalesce=True).with_columns(pl.col("rows", "exact_duplicates", "in_curated_reference").fill_null(0)
+                                       ).sort("dataset")
     return dg.Output(pool, metadata={
         **table_metadata(pool, ["record_id", "corpus", "kind", "category", "text", "exact_duplicate_of"]),
+        "in_curated_reference": dg.MetadataValue.int(in_reference.height),
         "exact_duplicates": int(pool["exact_duplicate_of"].is_not_null().sum()),
         "same_record_in_several_files": int(pool["also_in"].list.len().gt(0).sum()),
         "per_dataset": dg.MetadataValue.md(markdown_table(per_corpus, rows=100)),

@@ -1,5 +1,7 @@
 """Near dedup on real Chinese rows: the English MiniLM cannot tell them apart, so `auto` uses TF-IDF there."""
 
+import json
+
 import polars as pl
 import pytest
 
@@ -59,7 +61,9 @@ def test_embeddings_of_an_empty_partition_and_of_text_past_the_model_limit(tmp_p
 
 
 def test_pool_steps_gather_embeddings_from_memory_mapped_npy(tmp_path, corpora):
-    """update_corpus writes each file's vectors as .npy beside its parquet; pool-wide steps get them memory-mapped."""
+    """update_corpus writes each file's vectors as .npy beside its parquet; pool-wide steps get them memory-mapped.
+    The curated set lies inside the raw root, as in the README's example: its rows are no candidates."""
+    import dataclasses
     import shutil
 
     import dagster as dg
@@ -67,16 +71,20 @@ def test_pool_steps_gather_embeddings_from_memory_mapped_npy(tmp_path, corpora):
 
     from sft_assets.core.embedding_cache import vectors_of
     from sft_assets.definitions import build_defs
-    from sft_assets.defs import diversity, ingest
+    from sft_assets.defs import diversity, ingest, novelty
     from sft_assets.defs.partitions import corpus_partitions
     from sft_assets.settings import Settings
 
-    files = sorted(["self_instruct/seed_tasks.jsonl", "cmmlu/dev/agronomy.csv"])
+    files = sorted(["self_instruct/seed_tasks.jsonl", "cmmlu/dev/agronomy.csv", "alpaca_en/alpaca_data-0-3252.json"])
     raw = tmp_path / "raw"
     for relpath in files:
         (raw / relpath).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(corpora / relpath, raw / relpath)
-    defs = build_defs(Settings.under(tmp_path / "data", raw_root=raw))
+    (raw / "alpaca_en/alpaca_data-0-3252.json").write_text(
+        json.dumps(json.loads((corpora / "alpaca_en/alpaca_data-0-3252.json").read_text(encoding="utf-8"))[:40]),
+        encoding="utf-8")
+    settings = dataclasses.replace(Settings.under(tmp_path / "data", raw_root=raw), curated_root=str(raw / "self_instruct"))
+    defs = build_defs(settings)
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(corpus_partitions.name, files)
     for key in files:
@@ -88,23 +96,27 @@ def test_pool_steps_gather_embeddings_from_memory_mapped_npy(tmp_path, corpora):
     context = dg.build_input_context(asset_key="embeddings", asset_partitions_def=corpus_partitions, instance=instance,
                                      asset_partition_key_range=dg.PartitionKeyRange(files[0], files[-1]))
     loaded = defs.resources["embeddings_io_manager"].load_input(context)
-    assert [type(m) for m in loaded.matrices] == [np.memmap, np.memmap]
-    result = dg.materialize([*ingest.assets, *diversity.assets], selection=[diversity.candidate_pool,
-                            diversity.topic_clusters], resources=defs.resources, instance=instance)
+    assert [type(m) for m in loaded.matrices] == [np.memmap] * len(files)
+    result = dg.materialize([*ingest.assets, *diversity.assets, novelty.curated_reference],
+                            selection=[novelty.curated_reference, diversity.candidate_pool, diversity.topic_clusters],
+                            resources=defs.resources, instance=instance)
     pool = result.output_for_node("candidate_pool")
     assert result.success and result.output_for_node("topic_clusters")["record_id"].equals(pool["record_id"])
+    seeds = store.read("raw_records", "self_instruct/seed_tasks.jsonl")
+    assert seeds.height == 175 and store.read("curated_reference")["record_id"].sort().equals(seeds["record_id"].sort())
+    assert set(pool["corpus"]) == {"cmmlu/dev/agronomy.csv", "alpaca_en/alpaca_data-0-3252.json"}
+    assert pool.height == 5 + 40
+    assert result.asset_materializations_for_node("candidate_pool")[0].metadata["in_curated_reference"].value == 175
 
 
 def test_diverse_subset_extends_the_previous_one_when_a_file_is_added(tmp_path, read_corpus):
     """120 alpaca_en rows, then 40 gsm8k word problems as a new file: the old rows keep their topics, the
     subset keeps its picks and adds some of the new file's rows; `keep_previous_picks=False` or another
     embedding model starts from scratch, and topics are fitted anew once the pool outgrows `refit_growth`."""
-    import json
-
     import dagster as dg
 
     from sft_assets.definitions import build_defs
-    from sft_assets.defs import diversity, ingest
+    from sft_assets.defs import diversity, ingest, novelty
     from sft_assets.defs.diversity import DiverseSubsetConfig, TopicConfig
     from sft_assets.defs.models import EmbeddingModel
     from sft_assets.defs.partitions import corpus_partitions
@@ -130,9 +142,9 @@ def test_diverse_subset_extends_the_previous_one_when_a_file_is_added(tmp_path, 
             assert defs.resolve_job_def("update_corpus").execute_in_process(
                 partition_key=new_file, instance=instance).success
         result = dg.materialize(
-            [*ingest.assets, *diversity.assets], resources=resources, instance=instance,
-            selection=[diversity.candidate_pool, diversity.near_duplicates, diversity.topic_clusters,
-                       diversity.diverse_subset],
+            [*ingest.assets, *diversity.assets, novelty.curated_reference], resources=resources, instance=instance,
+            selection=[novelty.curated_reference, diversity.candidate_pool, diversity.near_duplicates,
+                       diversity.topic_clusters, diversity.diverse_subset],
             run_config=dg.RunConfig({"diverse_subset": DiverseSubsetConfig(**config), "topic_clusters": topics}))
         assert result.success
         topic_runs.append(result.asset_materializations_for_node("topic_clusters")[0].metadata["clusters"].value)
