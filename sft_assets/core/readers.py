@@ -1,9 +1,12 @@
 """Readers: one corpus file in, normalized records and quarantine rows out.
 
 The format is found from the extension and the content (never from a list of
-known file names). Every unit read is accounted for: it becomes a record or a
-quarantine row with a reason, so ``rows_read == normalized + quarantined``
-holds for every file. Only a file that cannot be opened raises.
+known file names). Every unit of the file (array element, non-blank JSON line,
+CSV/TSV data row, or the file itself when it cannot be parsed at all) becomes a
+record or a quarantine row with a reason. ``count_source_units`` counts the units
+in a separate pass that classifies nothing, and ``unaccounted_units`` names any
+unit that no row stands for, so a reader that silently skips something is caught.
+Only a file that cannot be opened raises.
 
 Decisions worth knowing:
 - Literal ``\\n`` / ``\\t`` escapes (alpaca_cot) are turned into real newlines
@@ -27,6 +30,12 @@ Decisions worth knowing:
 - HH-RLHF dialogues: ``prompt`` is the last human turn of the shared prefix,
   earlier turns go to ``history``, ``chosen``/``rejected`` are the final
   assistant turns. Pairs that diverge earlier are quarantined.
+- SFT fields under common other names are read (``SFT_FIELDS``: ``text``,
+  ``question``, ``query`` as the instruction, ``answer``, ``target`` as the output,
+  ``context`` as the input); ``question`` is multiple choice only with options.
+  Other names: ``ReaderOptions.column_mapping``, per folder glob. A record
+  lacking a field is quarantined with the fields it has, in the reason, so a
+  file with an unknown schema reads as such in the reasons' counts.
 """
 
 from __future__ import annotations
@@ -67,15 +76,25 @@ class ReaderOptions:
     max_record_chars: int = 1 << 20
     # Files whose stem names the category of all their records (relative globs).
     category_globs: tuple[str, ...] = DEFAULT_CATEGORY_GLOBS
+    # Relative glob -> {field in the file: field the reader knows}; the first glob matching a file applies.
+    column_mapping: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
 class ReadResult:
     records: pl.DataFrame
     quarantine: pl.DataFrame
-    rows_read: int
     format: str
+    # Units of the file, counted by count_source_units, apart from the reader.
+    source_units: int
+    # The unit from which the reader could not go on (a damaged tail): one quarantine row stands for the rest.
+    rest_from: int | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def rows_read(self) -> int:
+        """Rows out: normalized and quarantined (a self-instruct task with several instances gives several)."""
+        return self.records.height + self.quarantine.height
 
 
 class UnreadableFile(Exception):
@@ -101,6 +120,7 @@ class _Unit:
     byte_offset: int | None = None
     error: RecordError | None = None
     raw: str | None = None
+    rest_of_file: bool = False  # the error stopped the reading: this unit stands for the rest of the file
 
 
 # ---------------------------------------------------------------- bytes, text
@@ -255,6 +275,7 @@ def _damaged_tail(text: str, pos: int, row: int, line: int, reason: str, detail:
         byte_offset=offset,
         error=RecordError(reason, f"{detail} (from byte {offset}, line {line})"),
         raw=text[pos : pos + RAW_EXCERPT_CHARS],
+        rest_of_file=True,
     )
 
 
@@ -279,34 +300,38 @@ def _json_object_units(text: str, notes: list[str]) -> Iterator[_Unit]:
     except (json.JSONDecodeError, RecursionError):
         yield from _json_lines_units(text)
         return
-    lists = [k for k, v in value.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
-    if len(lists) == 1 and not _looks_like_record(value):
-        notes.append(f"records read from the list under key {lists[0]!r}")
-        for row, item in enumerate(value[lists[0]]):
+    key = _records_key(value)
+    if key is not None:
+        notes.append(f"records read from the list under key {key!r}")
+        for row, item in enumerate(value[key]):
             yield _Unit(row, None, item)
     else:
         yield _Unit(0, 1, value)
 
 
-def _looks_like_record(value: dict) -> bool:
-    return bool({"instruction", "chosen", "question", "Question", "prompt", "instances"} & set(value))
+def _records_key(value: Any) -> str | None:
+    """The key of the one list of objects in a wrapper object; None when the object is a record itself."""
+    if not isinstance(value, dict):
+        return None
+    lists = [k for k, v in value.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
+    looks_like_record = {"chosen", "Question", "instances", *SFT_FIELDS["instruction"]} & set(value)
+    return lists[0] if len(lists) == 1 and not looks_like_record else None
 
 
 MC_LETTERS = ("A", "B", "C", "D", "E", "F")
 
 
-def _table_units(text: str, delimiter: str) -> Iterator[_Unit]:
-    """CSV/TSV rows as dicts; a header is used when it names known columns."""
+def _table_units(text: str, delimiter: str, columns: dict[str, str]) -> Iterator[_Unit]:
+    """CSV/TSV rows as dicts; a header is used when it names known columns (after ``columns`` renames them)."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         first = next(reader)
     except StopIteration:
         return
     except csv.Error as exc:
-        yield _Unit(0, 1, error=RecordError("invalid_csv", str(exc)))
+        yield _Unit(0, 1, error=RecordError("invalid_csv", str(exc)), rest_of_file=True)
         return
-    header = _table_header(first)
-    unknown = None if header else _unknown_header(first)
+    header, unknown = _first_row(first, columns)
     row = 0
     pending = [] if header or unknown else [(1, first)]
     line_start = reader.line_num + 1
@@ -319,7 +344,7 @@ def _table_units(text: str, delimiter: str) -> Iterator[_Unit]:
             except StopIteration:
                 return
             except csv.Error as exc:
-                yield _Unit(row, line_start, error=RecordError("invalid_csv", str(exc)))
+                yield _Unit(row, line_start, error=RecordError("invalid_csv", str(exc)), rest_of_file=True)
                 return
             line_no, line_start = line_start, reader.line_num + 1
         if not any(c.strip() for c in cells):
@@ -331,14 +356,25 @@ def _table_units(text: str, delimiter: str) -> Iterator[_Unit]:
         row += 1
 
 
-KNOWN_COLUMNS = {"question", "answer", "instruction", "input", "output", "prompt", "response", "chosen", "rejected"}
+# SFT fields and the other names files give them, the reader's own name first; the first present is read.
+SFT_FIELDS: dict[str, tuple[str, ...]] = {
+    "instruction": ("instruction", "prompt", "text", "question", "query"),
+    "output": ("output", "response", "answer", "completion", "target"),
+    "input": ("input", "context"),
+}
+KNOWN_COLUMNS = {"chosen", "rejected", *(name for names in SFT_FIELDS.values() for name in names)}
 # A column name: a word or a few, no sentence punctuation, no leading digit (data rows have them).
 _COLUMN_NAME = re.compile(r"[^\W\d]\w*(?:[ .-]\w+){0,3}")
 
 
-def _table_header(cells: list[str]) -> list[str] | None:
-    names = [c.strip().lower() for c in cells]
-    return names if KNOWN_COLUMNS & set(names) else None
+def _first_row(cells: list[str], columns: dict[str, str]) -> tuple[list[str] | None, str | None]:
+    """(header names, renamed by ``columns``, when the first row names known columns; else why the first
+    row is a header naming none of them, or None when it reads as data)."""
+    renamed = {k.lower(): v for k, v in columns.items()}
+    names = [renamed.get(c.strip().lower(), c.strip().lower()) for c in cells]
+    if KNOWN_COLUMNS & set(names):
+        return names, None
+    return None, _unknown_header(cells)
 
 
 def _unknown_header(cells: list[str]) -> str | None:
@@ -396,6 +432,17 @@ def _text(obj: dict, key: str) -> str | None:
     raise RecordError(f"bad_type:{key}", f"field {key!r} is a {type(value).__name__}, expected text")
 
 
+SEEN_SHOWN = 8  # field names a missing_field reason lists
+
+
+def _missing(key: str, obj: dict, aliases: tuple[str, ...] = (), why: str = "") -> RecordError:
+    """``missing_field:<key> (seen: <the record's fields>)``: the reasons' counts then show a file's schema."""
+    seen = sorted(map(str, obj))
+    shown = ", ".join(seen[:SEEN_SHOWN]) + (f", +{len(seen) - SEEN_SHOWN} more" if len(seen) > SEEN_SHOWN else "")
+    names = " or ".join(repr(name) for name in (key, *aliases))
+    return RecordError(f"missing_field:{key} (seen: {shown or 'no fields'})", why or f"no field {names}")
+
+
 def _required(obj: dict, key: str, *aliases: str) -> str:
     for name in (key, *aliases):
         value = _text(obj, name)
@@ -403,7 +450,7 @@ def _required(obj: dict, key: str, *aliases: str) -> str:
             return value
     if any(name in obj for name in (key, *aliases)):
         raise RecordError(f"empty_field:{key}", f"field {key!r} is empty")
-    raise RecordError(f"missing_field:{key}", f"no field {key!r} (keys: {sorted(obj)[:12]})")
+    raise _missing(key, obj, aliases)
 
 
 def _history(value: Any) -> list[dict[str, str]]:
@@ -446,7 +493,7 @@ def _preference(obj: dict) -> dict[str, Any]:
         return {"prompt": _required(obj, "prompt"), "chosen": chosen, "rejected": rejected,
                 "history": _history(obj.get("history"))}
     if "\n\nHuman:" not in chosen and not chosen.startswith("Human:"):
-        raise RecordError("missing_field:prompt", "no prompt field and no 'Human:' dialogue turns")
+        raise _missing("prompt", obj, why="no prompt field and no 'Human:' dialogue turns")
     c_turns, r_turns = _dialogue_turns(chosen), _dialogue_turns(rejected)
     if not c_turns or not r_turns or c_turns[-1][0] != "Assistant" or r_turns[-1][0] != "Assistant":
         raise RecordError("malformed_dialogue", "a dialogue does not end with an assistant turn")
@@ -475,12 +522,17 @@ def _multiple_choice(obj: dict) -> dict[str, Any]:
     return {"question": question, "options": options, "answer": answer}
 
 
+def _first_present(obj: dict, names: tuple[str, ...]) -> str | None:
+    """The text of the first of ``names`` the record has (null reads as absent)."""
+    return next((_text(obj, name) for name in names if name in obj), None)
+
+
 def _sft(obj: dict) -> dict[str, Any]:
-    instruction = _required(obj, "instruction", "prompt")
-    output = next((_text(obj, k) for k in ("output", "response", "completion") if k in obj), None)
+    instruction = _required(obj, *SFT_FIELDS["instruction"])
+    output = _first_present(obj, SFT_FIELDS["output"])
     if output is None:
-        raise RecordError("missing_field:output", f"no field 'output' (keys: {sorted(obj)[:12]})")
-    return {"instruction": instruction, "input": _text(obj, "input") or "", "output": output,
+        raise _missing("output", obj, SFT_FIELDS["output"][1:])
+    return {"instruction": instruction, "input": _first_present(obj, SFT_FIELDS["input"]) or "", "output": output,
             "history": _history(obj.get("history"))}
 
 
@@ -498,7 +550,8 @@ def _classify(obj: Any) -> list[tuple[str, dict[str, Any]]]:
         if not all(isinstance(inst, dict) for inst in instances):
             raise RecordError("bad_type:instances", "an instance is not an object")
         return [("sft", _sft({**inst, "instruction": instruction})) for inst in instances]
-    if "question" in obj or "Question" in obj:
+    # A question with options (a list or letter fields) is multiple choice; without, a question and its answer.
+    if ("question" in obj or "Question" in obj) and ("options" in obj or any(x in obj for x in MC_LETTERS)):
         return [("multiple_choice", _multiple_choice(obj))]
     return [("sft", _sft(obj))]
 
@@ -541,6 +594,18 @@ def dataset_name(relpath: str) -> str:
     return parts[0] if len(parts) > 1 else PurePosixPath(relpath).name.split(".")[0]
 
 
+def column_mapping(relpath: str, options: ReaderOptions) -> tuple[str | None, dict[str, str]]:
+    """The configured (glob, {field in the file: field the reader knows}) of a file: the first glob matching."""
+    return next(((glob, mapping) for glob, mapping in options.column_mapping.items()
+                 if fnmatch.fnmatch(relpath, glob)), (None, {}))
+
+
+def _renamed(value: Any, columns: dict[str, str]) -> Any:
+    if not columns or not isinstance(value, dict):
+        return value
+    return {columns.get(key, key): item for key, item in value.items()}
+
+
 def _quarantine_row(corpus: str, unit: _Unit, error: RecordError, duplicate_of: str | None = None) -> dict:
     raw = unit.raw
     if raw is None and unit.value is not None:
@@ -561,32 +626,122 @@ def read_file(path, relpath: str, options: ReaderOptions = ReaderOptions()) -> R
     fmt = "unknown"
     replaced_utf8 = False
     units: list[_Unit]
+    glob, columns = column_mapping(relpath, options)
+    if glob is not None:
+        notes.append(f"fields renamed by the column mapping for {glob!r}: {columns}")
     if error is None:
         try:
             text, replaced_utf8 = _decode(data, notes)
         except RecordError as exc:
             error = exc
     if error is not None:
-        units = [_Unit(0, None, error=error, raw=None)]
+        units, source_units = [_Unit(0, None, error=error, raw=None)], 1
     elif not text.strip():
-        units = [_Unit(0, None, error=RecordError("empty_file", "the file holds no data"))]
+        units, source_units = [_Unit(0, None, error=RecordError("empty_file", "the file holds no data"))], 1
     else:
         fmt = _sniff_format(relpath, text)
-        units = list(_units(fmt, text, notes))
-    return _normalize_units(relpath, units, fmt, notes, options, replaced_utf8)
+        units = list(_units(fmt, text, notes, columns))
+        source_units = count_source_units(fmt, text, columns)
+    return _normalize_units(relpath, units, fmt, notes, options, replaced_utf8, columns, source_units)
 
 
-def _units(fmt: str, text: str, notes: list[str]) -> Iterator[_Unit]:
+def _units(fmt: str, text: str, notes: list[str], columns: dict[str, str]) -> Iterator[_Unit]:
     if fmt == "json_array":
         return _json_array_units(text, notes)
     if fmt == "json_object_or_lines":
         return _json_object_units(text, notes)
     if fmt == "jsonl":
         return _json_lines_units(text)
-    if fmt in ("csv", "tsv"):
-        return _table_units(text, "," if fmt == "csv" else "\t")
+    if fmt in TABLE_FORMATS:
+        return _table_units(text, "," if fmt == "csv" else "\t", columns)
     detail = "not JSON, JSON lines, CSV or TSV" if fmt == "unknown" else "JSON file that is neither an array nor objects"
     return iter([_Unit(0, 1, error=RecordError("unknown_format", detail), raw=text[:RAW_EXCERPT_CHARS])])
+
+
+TABLE_FORMATS = ("csv", "tsv")
+# A JSON token for counting array elements: a string (perhaps cut off), a bracket or comma, or a bare literal.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{},]|[^\s\[\]{},"]+')
+
+
+def count_source_units(fmt: str, text: str, columns: dict[str, str] | None = None) -> int:
+    """How many units the file holds, counted apart from the reader and before any record is classified:
+    array elements, non-blank JSON lines, CSV/TSV data rows, the records of a wrapper object; 1 for a
+    file of unknown format. In a damaged JSON array, the elements that begin before the damage."""
+    if fmt == "json_array":
+        try:
+            value = json.loads(text)
+            return len(value) if isinstance(value, list) else 1
+        except (json.JSONDecodeError, RecursionError):
+            return _array_elements(text)
+    if fmt == "json_object_or_lines":
+        try:
+            value = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            return _nonblank_lines(text)
+        key = _records_key(value)
+        return 1 if key is None else len(value[key])
+    if fmt == "jsonl":
+        return _nonblank_lines(text)
+    if fmt in TABLE_FORMATS:
+        return _table_data_rows(text, "," if fmt == "csv" else "\t", columns or {})
+    return 1
+
+
+def _nonblank_lines(text: str) -> int:
+    return sum(1 for line in text.split("\n") if line.strip())
+
+
+def _array_elements(text: str) -> int:
+    """Top-level elements of a JSON array that does not parse, by its tokens: no value is decoded."""
+    depth = elements = 0
+    expect = False
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if depth == 1 and expect and token not in (",", "]"):
+            elements, expect = elements + 1, False
+        if token in ("[", "{"):
+            depth += 1
+            expect = expect or depth == 1
+        elif token in ("]", "}"):
+            depth -= 1
+            if depth == 0:
+                break
+        elif token == "," and depth == 1:
+            expect = True
+    return elements
+
+
+def _table_data_rows(text: str, delimiter: str, columns: dict[str, str]) -> int:
+    """Rows holding a non-blank cell, less a header row; a row the CSV parser cannot read counts once,
+    for itself and what follows it."""
+    rows, first = 0, None
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        for cells in reader:
+            if first is None:
+                first = cells
+            if any(c.strip() for c in cells):
+                rows += 1
+    except csv.Error:
+        return rows + 1 - (first is not None and _is_header(first, columns))
+    return rows - (first is not None and _is_header(first, columns))
+
+
+def _is_header(cells: list[str], columns: dict[str, str]) -> bool:
+    header, unknown = _first_row(cells, columns)
+    return header is not None or unknown is not None
+
+
+def unaccounted_units(result: ReadResult) -> tuple[list[int], list[int]]:
+    """(units no record or quarantine row stands for, rows pointing at a unit the file does not have).
+
+    Both empty means every unit of the file, as ``count_source_units`` counted them, came out as rows. A
+    damaged tail's row (``rest_from``) stands for every unit from its own on."""
+    rows = set(result.records["source_row"].drop_nulls()) | set(result.quarantine["source_row"].drop_nulls())
+    end = result.source_units if result.rest_from is None else min(result.rest_from, result.source_units)
+    missing = [unit for unit in range(end) if unit not in rows]
+    invented = sorted(row for row in rows if row >= result.source_units and row != result.rest_from)
+    return missing, invented
 
 
 def _strings(fields: dict[str, Any]) -> Iterator[str]:
@@ -611,27 +766,25 @@ def _check_text(fields: dict[str, Any], max_chars: int, replaced_utf8: bool) -> 
 
 
 def _normalize_units(relpath: str, units: list[_Unit], fmt: str, notes: list[str], options: ReaderOptions,
-                     replaced_utf8: bool) -> ReadResult:
+                     replaced_utf8: bool, columns: dict[str, str], source_units: int) -> ReadResult:
     category = file_category(relpath, options)
     subject = SPLIT_SUFFIX.sub("", PurePosixPath(relpath).name.split(".")[0])
     dataset = dataset_name(relpath)
     parsed: list[tuple[_Unit, str, dict[str, Any]]] = []
     quarantine: list[dict] = []
-    rows_read = 0
+    rest_from = None
     for unit in units:
         if unit.error is not None:
-            rows_read += 1
             quarantine.append(_quarantine_row(relpath, unit, unit.error))
+            rest_from = unit.source_row if unit.rest_of_file else rest_from
             continue
-        try:
-            classified = _classify(unit.value)
+        try:  # table rows were renamed with their header
+            classified = _classify(unit.value if fmt in TABLE_FORMATS else _renamed(unit.value, columns))
             for _, fields in classified:
                 _check_text(fields, options.max_record_chars, replaced_utf8)
         except RecordError as exc:
-            rows_read += 1
             quarantine.append(_quarantine_row(relpath, unit, exc))
             continue
-        rows_read += len(classified)
         parsed.extend((unit, kind, fields) for kind, fields in classified)
     if _escaped_share([f for _, _, f in parsed]) >= 0.2:
         notes.append("literal \\n and \\t escapes turned into newlines and tabs")
@@ -658,7 +811,8 @@ def _normalize_units(relpath: str, units: list[_Unit], fmt: str, notes: list[str
         records=pl.DataFrame(records, schema=RECORD_SCHEMA) if records else pl.DataFrame(schema=RECORD_SCHEMA),
         quarantine=pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA) if quarantine
         else pl.DataFrame(schema=QUARANTINE_SCHEMA),
-        rows_read=rows_read,
         format=fmt,
+        source_units=source_units,
+        rest_from=rest_from,
         notes=notes,
     )

@@ -5,7 +5,7 @@ import dagster as dg
 import polars as pl
 
 from sft_assets.core.rawfiles import content_hash, relpath_of
-from sft_assets.core.readers import UnreadableFile, read_file
+from sft_assets.core.readers import UnreadableFile, read_file, unaccounted_units
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.partitions import corpus_partitions
 from sft_assets.defs.resources import RawRoot
@@ -35,7 +35,8 @@ class IngestConfig(dg.Config):
     group_name="ingest",
     check_specs=[
         dg.AssetCheckSpec("rows_conserved", asset="raw_records", blocking=True,
-                          description="rows read = rows normalized + rows quarantined"),
+                          description="every unit of the file (array element, JSON line, CSV/TSV data row), "
+                          "counted in a separate pass, is a normalized or a quarantined row"),
         dg.AssetCheckSpec("record_id_unique", asset="raw_records", blocking=True,
                           description="no record_id twice within the partition"),
         dg.AssetCheckSpec("quarantine_share", asset="quarantined_records",
@@ -53,7 +54,9 @@ def ingest(context: dg.AssetExecutionContext, config: IngestConfig, raw_root: Ra
         raise dg.Failure(description=f"{relpath}: {exc}") from exc
     records, quarantine = result.records, result.quarantine
     reasons = quarantine.group_by("reason").len().sort(["len", "reason"], descending=[True, False])
+    missing, invented = unaccounted_units(result)
     counts = {
+        "source_units": result.source_units,
         "rows_read": result.rows_read,
         "rows_normalized": records.height,
         "rows_quarantined": quarantine.height,
@@ -72,8 +75,9 @@ def ingest(context: dg.AssetExecutionContext, config: IngestConfig, raw_root: Ra
         "reasons": dg.MetadataValue.md(markdown_table(reasons, rows=50)),
     })
     yield dg.AssetCheckResult(
-        check_name="rows_conserved", asset_key="raw_records",
-        passed=result.rows_read == records.height + quarantine.height, metadata=counts,
+        check_name="rows_conserved", asset_key="raw_records", passed=not missing and not invented,
+        metadata={**counts, "units_without_a_row": len(missing), "rows_without_a_unit": len(invented),
+                  "first_unaccounted": dg.MetadataValue.text(", ".join(map(str, (missing + invented)[:20])) or "none")},
     )
     duplicated = records.height - records["record_id"].n_unique()
     yield dg.AssetCheckResult(

@@ -20,6 +20,9 @@ class RawRoot(dg.ConfigurableResource):
     ignore: list[str] = list(DEFAULT_IGNORE)
     max_decompressed_bytes: int = 1 << 30
     max_record_chars: int = 1 << 20
+    column_mapping: dict[str, dict[str, str]] = {}
+    """Relative glob -> {field in the file: field the reader knows}, for files that name their fields otherwise,
+    e.g. {"my_qa/*": {"q": "instruction", "a": "output"}}; the first glob matching a file applies."""
 
     def scan(self) -> Scan:
         return scan_root(self.root, tuple(self.ignore))
@@ -42,6 +45,7 @@ class RawRoot(dg.ConfigurableResource):
             max_decompressed_bytes=self.max_decompressed_bytes,
             max_record_chars=self.max_record_chars,
             category_globs=tuple(self.category_globs),
+            column_mapping=dict(self.column_mapping),
         )
 
 

@@ -2,11 +2,12 @@
 
 import json
 
-from sft_assets.core.readers import read_file
+from sft_assets.core.readers import read_file, unaccounted_units
 
 
 def conserved(result) -> bool:
-    return result.rows_read == result.records.height + result.quarantine.height
+    """Every unit of the file, counted apart from the reader, came out as a record or a quarantine row."""
+    return unaccounted_units(result) == ([], [])
 
 
 def test_alpaca_json_array(read_corpus):
@@ -85,3 +86,106 @@ def test_same_text_in_two_files_gets_the_same_id(tmp_path):
     (tmp_path / "b.jsonl").write_text(json.dumps({**row, "extra": 1}) + "\n", encoding="utf-8")
     a, b = read_file(tmp_path / "a.json", "a.json"), read_file(tmp_path / "b.jsonl", "b.jsonl")
     assert a.records["record_id"][0] == b.records["record_id"][0]
+
+
+ROWS = [{"instruction": f"Name prime number {i}.", "input": "", "output": str(p)} for i, p in enumerate((2, 3, 5, 7))]
+FORMATS = {  # one file per kind of unit, four units each
+    "array.json": json.dumps(ROWS),
+    "lines.jsonl": "".join(json.dumps(r) + "\n\n" for r in ROWS),
+    "wrapped.json": json.dumps({"meta": {"v": 1}, "data": ROWS}),
+    "header.csv": "instruction,output\n" + "".join(f"{r['instruction']},{r['output']}\n" for r in ROWS),
+    "bare.tsv": "".join(f"{r['instruction']}\t{r['output']}\n\t\n" for r in ROWS),
+    "cut.json": json.dumps(ROWS)[:-30],
+    "tasks.jsonl": "".join(json.dumps({"instruction": r["instruction"], "instances": [
+        {"input": "", "output": r["output"]}, {"input": "again", "output": r["output"]}]}) + "\n" for r in ROWS),
+}
+
+
+def _skipping(units, skip=1):
+    """A reader fault: the unit at ``skip`` silently dropped."""
+    return lambda *args: (unit for unit in units(*args) if unit.source_row != skip)
+
+
+def test_every_unit_of_every_format_is_counted_apart_from_the_reader(tmp_path, monkeypatch):
+    from sft_assets.core import readers
+
+    for name, text in FORMATS.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        result = read_file(tmp_path / name, name)
+        assert result.source_units == 4 and conserved(result), name
+        assert (result.records.height + result.quarantine.height) == (8 if name == "tasks.jsonl" else 4)
+    monkeypatch.setattr(readers, "_units", _skipping(readers._units))
+    for name in FORMATS:
+        result = read_file(tmp_path / name, name)
+        assert unaccounted_units(result) == ([1], []), name
+        assert result.rows_read == result.records.height + result.quarantine.height  # what the old check compared
+
+
+def test_a_record_dropped_after_parsing_is_caught(tmp_path, monkeypatch):
+    from sft_assets.core import readers
+
+    classify = readers._classify
+    monkeypatch.setattr(readers, "_classify", lambda obj: [] if obj.get("output") == "5" else classify(obj))
+    (tmp_path / "array.json").write_text(FORMATS["array.json"], encoding="utf-8")
+    assert unaccounted_units(read_file(tmp_path / "array.json", "array.json")) == ([2], [])
+
+
+
+def _read_lines(tmp_path, name, *rows, options=None):
+    from sft_assets.core.readers import ReaderOptions
+
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return read_file(path, name, options or ReaderOptions())
+
+
+def test_common_field_names_are_read_as_sft_fields(tmp_path):
+    rows = [{"text": "Name a prime.", "answer": "7"}, {"question": "2 + 2?", "target": "4", "context": "Arithmetic"},
+            {"query": "Capital of France?", "completion": "Paris"}, {"prompt": "Say hi.", "response": "Hi!"}]
+    result = _read_lines(tmp_path, "aliases.jsonl", *rows)
+    assert result.quarantine.height == 0 and set(result.records["kind"]) == {"sft"}
+    assert result.records.select("instruction", "input", "output").rows() == [
+        ("Name a prime.", "", "7"), ("2 + 2?", "Arithmetic", "4"), ("Capital of France?", "", "Paris"),
+        ("Say hi.", "", "Hi!")]
+    canonical = _read_lines(tmp_path, "canonical.jsonl", {"instruction": "Name a prime.", "output": "7"})
+    assert result.records["record_id"][0] == canonical.records["record_id"][0]
+
+
+def test_aliases_leave_the_other_formats_alone(tmp_path):
+    """prompt + chosen/rejected is a preference pair, question + options multiple choice, the reader's own name
+    wins over an alias."""
+    result = _read_lines(tmp_path, "mixed.jsonl",
+                         {"prompt": "Say hi.", "chosen": "Hi!", "rejected": "Go away."},
+                         {"question": "2 + 2?", "options": ["3", "4"], "answer": "B"},
+                         {"question": "Which is red?", "A": "sky", "B": "blood", "answer": "B"},
+                         {"instruction": "Own name.", "text": "alias", "output": "o", "answer": "a"})
+    assert result.records["kind"].to_list() == ["preference", "multiple_choice", "multiple_choice", "sft"]
+    assert result.records["answer"].to_list()[1:3] == ["B", "B"]
+    assert result.records.row(3, named=True)["instruction"] == "Own name." and result.records["output"][3] == "o"
+
+
+def test_a_missing_field_names_the_fields_seen(tmp_path):
+    result = _read_lines(tmp_path, "scores.jsonl", {"id": 1, "label": "pos", "body": "great"},
+                         {"title": "t", **{f"f{i}": i for i in range(10)}})
+    assert result.quarantine["reason"].to_list() == [
+        "missing_field:instruction (seen: body, id, label)",
+        "missing_field:instruction (seen: f0, f1, f2, f3, f4, f5, f6, f7, +3 more)"]
+    assert "'instruction' or 'prompt' or 'text'" in result.quarantine["detail"][0]
+
+
+def test_a_folder_column_mapping_renames_fields(tmp_path):
+    from sft_assets.core.readers import ReaderOptions
+
+    mapping = ReaderOptions(column_mapping={"qa/*": {"q": "instruction", "a": "output"}, "*": {"q": "nothing"}})
+    row = {"q": "Name a prime.", "a": "7", "id": 3}
+    mapped = _read_lines(tmp_path, "qa/part-1.jsonl", row, options=mapping)
+    assert mapped.records.select("instruction", "output").row(0) == ("Name a prime.", "7")
+    assert any("column mapping for 'qa/*'" in note for note in mapped.notes)
+    other = _read_lines(tmp_path, "elsewhere/part-1.jsonl", row, options=mapping)
+    assert other.quarantine["reason"].to_list() == ["missing_field:instruction (seen: a, id, nothing)"]
+    (tmp_path / "qa" / "table.csv").write_text("Q,A\nName a prime.,7\n2 + 2?,4\n", encoding="utf-8")
+    table = read_file(tmp_path / "qa" / "table.csv", "qa/table.csv", mapping)
+    assert table.records["output"].to_list() == ["7", "4"] and conserved(table)
+    plain = read_file(tmp_path / "qa" / "table.csv", "qa/table.csv")
+    assert set(plain.quarantine["reason"]) == {"unknown_columns"} and plain.quarantine.height == 2

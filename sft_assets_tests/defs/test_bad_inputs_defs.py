@@ -17,7 +17,7 @@ from sft_assets.core.readers import read_file
 from sft_assets.definitions import build_defs
 from sft_assets.defs.ingest import IngestConfig
 from sft_assets.settings import Settings
-from sft_assets_tests.core.test_bad_inputs import CAP_BYTES, CASES, GOOD, OPTIONS, write_case
+from sft_assets_tests.core.test_bad_inputs import CAP_BYTES, CASES, GOOD, OPTIONS, _lines, write_case
 
 REAL_SLICE = "alpaca_en/first_50.json"
 ESCAPE = "escape.json"
@@ -144,3 +144,40 @@ def test_quarantine_share_threshold_is_run_config(tmp_path):
     assert share.metadata["share"].value == pytest.approx(2 / 3) and share.metadata["threshold"].value == DEFAULT_MAX_SHARE
     relaxed = checks_of(run_ingest(defs, instance, raw, key, max_share=0.7))["quarantine_share"]
     assert relaxed.passed and relaxed.metadata["threshold"].value == 0.7
+
+
+def test_a_reader_that_skips_a_unit_fails_rows_conserved(tmp_path, monkeypatch):
+    """The check counts the file's units apart from the reader: a silently skipped one blocks the partition."""
+    from sft_assets.core import readers
+    from sft_assets_tests.core.test_readers import _skipping
+
+    raw, key = tmp_path / "raw", "three.jsonl"
+    raw.mkdir()
+    (raw / key).write_bytes(_lines(GOOD, GOOD | {"output": "11"}, GOOD | {"output": "13"}))
+    defs, instance = build_defs(Settings.under(tmp_path / "data", raw_root=raw)), dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("corpus", [key])
+    assert checks_of(run_ingest(defs, instance, raw, key))["rows_conserved"].passed
+    monkeypatch.setattr(readers, "_units", _skipping(readers._units))
+    result = run_ingest(defs, instance, raw, key)
+    check = checks_of(result)["rows_conserved"]
+    assert not check.passed and not result.success
+    assert check.metadata["source_units"].value == 3 and check.metadata["units_without_a_row"].value == 1
+    assert check.metadata["rows_read"].value == 2 and check.metadata["first_unaccounted"].value == "1"
+
+
+def test_a_column_mapping_in_the_raw_root_config_reads_a_foreign_schema(tmp_path):
+    """A folder of files with their own field names: quarantined with the names seen, then read once the
+    Launchpad's raw_root config maps them."""
+    raw, key = tmp_path / "raw", "vendor/qa.jsonl"
+    (raw / "vendor").mkdir(parents=True)
+    (raw / key).write_bytes(_lines({"q": "Name a prime.", "a": "7"}, {"q": "2 + 2?", "a": "4"}))
+    defs, instance = build_defs(Settings.under(tmp_path / "data", raw_root=raw)), dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("corpus", [key])
+    store = defs.resources["warehouse"].warehouse()
+    assert run_ingest(defs, instance, raw, key).success
+    assert store.read("quarantined_records", key)["reason"].to_list() == ["missing_field:instruction (seen: a, q)"] * 2
+    config = {"root": str(raw), "column_mapping": {"vendor/*": {"q": "instruction", "a": "output"}}}
+    assert defs.resolve_job_def("ingest_corpus").execute_in_process(
+        partition_key=key, instance=instance, run_config={"resources": {"raw_root": {"config": config}}}).success
+    assert store.read("raw_records", key)["output"].to_list() == ["7", "4"]
+    assert store.read("quarantined_records", key).height == 0
