@@ -121,6 +121,17 @@ def test_every_unit_of_every_format_is_counted_apart_from_the_reader(tmp_path, m
         assert result.rows_read == result.records.height + result.quarantine.height  # what the old check compared
 
 
+def test_a_row_for_a_unit_the_file_lacks_is_caught(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from sft_assets.core import readers
+
+    units = readers._units
+    monkeypatch.setattr(readers, "_units", lambda *args: [*units(*args), replace(next(units(*args)), source_row=9)])
+    (tmp_path / "lines.jsonl").write_text(FORMATS["lines.jsonl"], encoding="utf-8")
+    assert unaccounted_units(read_file(tmp_path / "lines.jsonl", "lines.jsonl")) == ([], [9])
+
+
 def test_a_record_dropped_after_parsing_is_caught(tmp_path, monkeypatch):
     from sft_assets.core import readers
 
