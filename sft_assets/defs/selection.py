@@ -32,9 +32,11 @@ class SelectionConfig(dg.Config):
     diverse_budget_rows: int | None = None
     diverse_budget_fraction: float | None = 1.0
     """Share of the rows reaching the diverse stage that may stay; 1.0 keeps every row K-Center picked."""
-    missing_quality: str = "keep"
-    missing_novelty: str = "keep"
-    missing_uncertainty: str = "keep"
+    missing_quality: str = "drop"
+    """A row that passed every stage without its score, and no gate saying why: `drop` (missing_signal:...) or
+    `keep` (named in missing_signals). Gated signals (quality_gate, novelty_gate, option_gate) never drop."""
+    missing_novelty: str = "drop"
+    missing_uncertainty: str = "drop"
 
     def policy(self) -> SelectionPolicy:
         fields = self.model_dump()
@@ -47,7 +49,8 @@ class ExportFolder(dg.ConfigurableResource):
 
 
 def _signals(pool: pl.DataFrame, *tables: pl.DataFrame) -> pl.DataFrame:
-    """The pool with every signal column, null where no stage produced it."""
+    """The pool with every signal column, null where no stage produced it (a gate column an upstream
+    table lacks: no gate, the signal is usable)."""
     frame = pool.rename({"category": "known_category"})
     for table in tables:
         frame = frame.join(table, on="record_id", how="left", maintain_order="left")
@@ -58,10 +61,12 @@ def _signals(pool: pl.DataFrame, *tables: pl.DataFrame) -> pl.DataFrame:
 
 
 def _per_record(scores: pl.DataFrame, *columns: str) -> pl.DataFrame:
-    """One row per record_id (the same record in two corpora has the same score)."""
+    """One row per record_id (the same record in two corpora has the same score), with those of ``columns``
+    the table has (a gate column is absent from tables written before gates)."""
+    present = [c for c in columns if c in scores.columns]
     if scores.height == 0:
-        return pl.DataFrame(schema={"record_id": pl.String, **{c: pl.Float64 for c in columns}})
-    return scores.select("record_id", *columns).unique("record_id", keep="first")
+        return pl.DataFrame(schema={"record_id": pl.String, **{c: SIGNAL_COLUMNS[c] for c in present}})
+    return scores.select("record_id", *present).unique("record_id", keep="first")
 
 
 @dg.asset(
@@ -84,10 +89,10 @@ def selection_decisions(config: SelectionConfig, candidate_pool: pl.DataFrame, n
         topic_clusters.select("record_id", "topic"),
         diverse_subset.select("record_id", "diverse_rank"),
         novelty_scores,
-        quality_labels.unique("record_id", keep="first").select(
-            "record_id", "quality_score", quality_reasons=hard_rule_failures(pl.col("quality_reasons"))),
+        _per_record(quality_labels.with_columns(quality_reasons=hard_rule_failures(pl.col("quality_reasons"))),
+                    "quality_score", "quality_reasons", "quality_gate"),
         _per_record(ppl_scores, "ppl", "ifd"),
-        _per_record(option_probabilities, "option_mass"),
+        _per_record(option_probabilities, "option_mass", "option_gate"),
     )
     decisions = decide(signals, policy)
     counts = reason_counts(decisions)
