@@ -139,16 +139,18 @@ def k_center_greedy(
 
 def _floor_picks(x, start, until, categories, caps, device, groups, floor, initial=None) -> list[int]:
     """``start`` (rows, taken first) then farthest-first picks among the groups below ``floor`` picks,
-    up to ``until`` picks in all."""
-    if groups is None or floor <= 0:
-        return list(start)
-    picker = _Picker(x, categories, caps, device, floor=(groups, floor))
-    if initial is not None and len(initial):
-        picker.cover(np.asarray(initial, dtype=np.float32))
-    for row in start:
-        picker.take(row)
-    picker.greedy(until)
-    return picker.order
+    up to ``until`` picks in all. One round per level, so where the caps or the budget run out before every
+    group has ``floor`` picks, each still has as many as the others, within one."""
+    order = list(start)
+    for level in range(1, floor + 1 if groups is not None else 1):
+        picker = _Picker(x, categories, caps, device, floor=(groups, level))
+        if initial is not None and len(initial):
+            picker.cover(np.asarray(initial, dtype=np.float32))
+        for row in order:
+            picker.take(row)
+        picker.greedy(until)
+        order = picker.order
+    return order
 
 
 def extend_k_center(
