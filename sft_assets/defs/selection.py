@@ -13,7 +13,12 @@ from sft_assets.core.selection import SIGNAL_COLUMNS, SelectionPolicy, decide, r
 from sft_assets.defs.diversity import ALL_CORPORA
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import EmbeddingModel
+from sft_assets.defs.partitions import corpus_partitions
 from sft_assets.defs.quality import reward_margins
+from sft_assets.defs.resources import WarehouseResource, missing_partitions
+
+# The per-file tables selection reads: a partition missing from one of them must not go unnoticed.
+PER_FILE_INPUTS = ("raw_records", "quality_labels", "ppl_scores", "option_probabilities")
 
 
 class SelectionConfig(dg.Config):
@@ -76,9 +81,13 @@ def _per_record(scores: pl.DataFrame, *columns: str) -> pl.DataFrame:
     description="One row per pool candidate: kept or dropped, with the ordered reasons "
     "(exact/near duplicate, quality, novelty, uncertainty, category cap, diversity) and the signals behind them.",
     check_specs=[dg.AssetCheckSpec("counts_add_up", asset="selection_decisions", blocking=True,
-                                   description="one decision per pool row: kept + dropped = pool")],
+                                   description="one decision per pool row: kept + dropped = pool"),
+                 dg.AssetCheckSpec("every_file_loaded", asset="selection_decisions",
+                                   description="every file has its records and scores; a file without them is "
+                                   "listed (its rows are missing from the pool, or dropped as missing_signal)")],
 )
-def selection_decisions(config: SelectionConfig, candidate_pool: pl.DataFrame, near_duplicates: pl.DataFrame,
+def selection_decisions(context: dg.AssetExecutionContext, config: SelectionConfig, warehouse: WarehouseResource,
+                        candidate_pool: pl.DataFrame, near_duplicates: pl.DataFrame,
                         topic_clusters: pl.DataFrame, diverse_subset: pl.DataFrame, novelty_scores: pl.DataFrame,
                         quality_labels: pl.DataFrame, ppl_scores: pl.DataFrame,
                         option_probabilities: pl.DataFrame):
@@ -107,6 +116,12 @@ def selection_decisions(config: SelectionConfig, candidate_pool: pl.DataFrame, n
             png_markdown(bar_png(by_stage["stage"].to_list(), by_stage["first"].to_list(), "rows dropped, by first reason"),
                          "dropped by first reason")),
     })
+    files = context.instance.get_dynamic_partitions(corpus_partitions.name)
+    gaps = {asset: missing_partitions(warehouse.warehouse(), asset, files) for asset in PER_FILE_INPUTS}
+    yield dg.AssetCheckResult(
+        check_name="every_file_loaded", passed=not any(gaps.values()), severity=dg.AssetCheckSeverity.WARN,
+        metadata={"not_materialized": dg.MetadataValue.json({a: keys for a, keys in gaps.items() if keys}),
+                  "dropped_as_missing_signal": int(decisions["first_reason"].str.starts_with("missing_signal:").sum())})
     yield dg.AssetCheckResult(
         check_name="counts_add_up",
         passed=decisions.height == candidate_pool.height and decisions["record_id"].n_unique() == decisions.height,
