@@ -189,7 +189,7 @@ class TopicConfig(dg.Config):
     keep_previous_topics: bool = True
     """New rows join the nearest of the previous run's topics (no refit, the same k) while the rows without a
     known category have grown by at most `refit_growth` since the topics were fitted and `k` is not set to
-    another value: old rows keep their topic, so the diverse subset's per-topic caps do not reshuffle its
+    another value: old rows keep their topic, so the diverse subset's per-category floors do not reshuffle its
     picks when one file is added."""
     refit_growth: float = 0.2
     fresh: bool = False
