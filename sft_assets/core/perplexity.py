@@ -5,7 +5,7 @@ perplexity (PPL) given their prompt, answers the prompt hardly helps to predict
 (IFD ratio: PPL with the prompt / PPL without it), and multiple-choice items on
 which the model puts little probability on any of the option letters.
 
-Only torch, transformers and numpy are imported, so the module can be
+Only torch, transformers and numpy are imported (scipy inside ``chance_test``), so the module can be
 benchmarked alone on a GPU machine that lacks the pipeline's other packages.
 """
 
@@ -303,3 +303,40 @@ def option_probabilities(
                 raise ValueError(f"item {i}: answer {answer!r} is not one of its letters {letters[: counts[i]]}")
         result["correct"] = choice == np.asarray(answers, dtype=str)
     return result
+
+
+# One-sided significance level below which accuracy counts as better than guessing.
+CHANCE_ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class ChanceTest:
+    """Whether a model's answers to multiple-choice items beat guessing (one-sided exact binomial test)."""
+
+    items: int
+    correct: int
+    chance: float  # expected accuracy of a guess: the mean of 1 / n_options
+    p_value: float
+
+    @property
+    def gate(self) -> str | None:
+        """Why the option signal is not to be used (None: it is): a model that cannot be told from
+        guessing reads every item as uncertain, so its option mass says nothing about the item."""
+        if self.p_value < CHANCE_ALPHA:
+            return None
+        return (f"gate=at chance: {self.correct}/{self.items} correct, binomial p={self.p_value:.2g} "
+                f"against {self.chance:.2g}")
+
+
+def chance_test(correct: Sequence[bool], n_options: Sequence[int]) -> ChanceTest:
+    """Test the model's accuracy on answered items against the accuracy of a guess. No items: p = 1."""
+    from scipy.stats import binomtest  # only here: the rest of the module stays torch + numpy
+
+    hits, counts = np.asarray(correct, dtype=bool), np.asarray(n_options, dtype=np.float64)
+    if hits.size != counts.size:
+        raise ValueError(f"{hits.size} answers for {counts.size} option counts")
+    if hits.size == 0:
+        return ChanceTest(0, 0, 0.0, 1.0)
+    chance = float(np.mean(1.0 / counts))
+    p_value = binomtest(int(hits.sum()), hits.size, chance, alternative="greater").pvalue
+    return ChanceTest(int(hits.size), int(hits.sum()), chance, float(p_value))

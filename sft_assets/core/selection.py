@@ -16,11 +16,22 @@ The cascade, cheapest first (``STAGES``), has two kinds of stage:
 A relative threshold (the uncertainty quantile) is measured on the rows that
 reach its stage, then applied as a value to every row.
 
-A missing signal (null) never drops a row silently. Each signal has a
-``missing_*`` setting: ``"keep"`` passes the row and names the signal in
-``missing_signals``; ``"drop"`` drops a row that reached the stage with a
-``<stage>:missing_<signal>`` reason. A row dropped earlier typically has no
-later signal (upstream skips it), so it gets no missing reason.
+A null signal has one of two meanings:
+
+- a gate (``quality_gate``, ``novelty_gate``, ``option_gate``) names why the
+  producing stage found its signal useless (e.g. the judge at chance on
+  held-out data): the row is judged without that signal (quality: by the
+  rules alone), any value it has is not used (it reads as null in the
+  decisions), and ``missing_signals`` lists
+  ``<signal>:<gate reason>``;
+- no gate: the signal should be there and is not (a failed partition run, a
+  row newly picked by K-Center). By default (``missing_* = "drop"``) a row
+  that passed every other stage is then dropped by the last stage with
+  ``missing_signal:<signal>``, so no row reaches the datasets unjudged;
+  ``"keep"`` keeps it and names the signal in ``missing_signals``. Rows
+  dropped earlier lack later signals by design (upstream skips them) and get
+  no missing reason. Multiple-choice rows have no answer-quality stage: they
+  never miss a quality score.
 """
 
 from __future__ import annotations
@@ -48,7 +59,14 @@ SIGNAL_COLUMNS: dict[str, pl.DataType] = {
     # option letters. Where set, it is the row's uncertainty signal.
     "option_mass": pl.Float64,
     "diverse_rank": pl.Int64,  # position in the K-Center order; null: not in the diverse subset
+    # Why a producing stage refused its signal (null: usable). Such a signal is not used and not missing.
+    "quality_gate": pl.String,  # for quality_score
+    "novelty_gate": pl.String,  # for novelty_prob
+    "option_gate": pl.String,  # for option_mass
 }
+
+# Each gated signal and its gate column.
+GATES = {"quality_score": "quality_gate", "novelty_prob": "novelty_gate", "option_mass": "option_gate"}
 
 SELECTABLE_KINDS = ("sft", "multiple_choice")
 
@@ -60,6 +78,7 @@ STAGES = (
     "low_uncertainty",
     "category_cap",
     "outside_diverse_subset",
+    "missing_signal",
 )
 
 # Reasons whose detail is a record id: counted by stage, not by id.
@@ -102,10 +121,10 @@ class SelectionPolicy:
     category_cap: int | None = None
     # int: rows; float in (0, 1]: share of the rows reaching it (1.0 keeps every ranked survivor).
     diverse_budget: int | float | None = None
-    # What a null signal means for a row that reached its stage.
-    missing_quality: Missing = "keep"
-    missing_novelty: Missing = "keep"
-    missing_uncertainty: Missing = "keep"
+    # What a signal that is null without a gate means for a row that passed every stage.
+    missing_quality: Missing = "drop"
+    missing_novelty: Missing = "drop"
+    missing_uncertainty: Missing = "drop"
 
     def __post_init__(self) -> None:
         problems = []
@@ -155,7 +174,7 @@ def decide(pool: pl.DataFrame, policy: SelectionPolicy = SelectionPolicy()) -> p
         _uncertainty=_uncertainty(policy),
         reasons=pl.lit([], dtype=pl.List(pl.String)),
     )
-    for stage in (_duplicates, _quality, _novelty, _low_uncertainty, _category_cap, _diverse_subset):
+    for stage in (_duplicates, _quality, _novelty, _low_uncertainty, _category_cap, _diverse_subset, _missing):
         frame = stage(frame, policy)
     return (
         frame.with_columns(
@@ -216,7 +235,11 @@ def _validated(pool: pl.DataFrame) -> pl.DataFrame:
     bad_kinds = sorted(set(frame["kind"].drop_nulls().unique()) - set(SELECTABLE_KINDS))
     if frame["kind"].null_count() or bad_kinds:
         raise ValueError(f"pool kind must be one of {SELECTABLE_KINDS}; found {bad_kinds or 'null'}")
-    return _checked_scores(frame).with_columns(pl.col("quality_reasons").fill_null([]))
+    # A gated signal is not used: null to every stage and in the decisions (its producer keeps the value).
+    return _checked_scores(frame).with_columns(
+        pl.col("quality_reasons").fill_null([]),
+        *(pl.when(pl.col(gate).is_null()).then(pl.col(signal)).alias(signal) for signal, gate in GATES.items()),
+    )
 
 
 # The values each score can take; a tolerance absorbs float rounding (a mass summed from probabilities).
@@ -264,12 +287,6 @@ def _value(expr: pl.Expr) -> pl.Expr:
     return expr.round(3).cast(pl.String)
 
 
-def _if_missing(setting: Missing, missing: pl.Expr, reason: str | pl.Expr) -> pl.Expr:
-    """The reason for a row that reached the stage without its signal, when the policy drops such rows."""
-    reason = pl.lit(reason) if isinstance(reason, str) else reason
-    return pl.when(pl.lit(setting == "drop") & _ALIVE & missing).then(reason)
-
-
 def _duplicates(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:
     return _append(
         frame,
@@ -295,7 +312,6 @@ def _quality(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:
         frame,
         pl.col("quality_reasons").list.eval(pl.lit("failed_quality:") + pl.element()),
         pl.when(score < cut).then(pl.format(f"failed_quality:score={{}}<{cut:.4g}", _value(score))),
-        _if_missing(policy.missing_quality, score.is_null(), "failed_quality:missing_score"),
     )
 
 
@@ -308,7 +324,6 @@ def _novelty(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:
         pl.when(prob > policy.novelty_threshold).then(
             pl.format(f"not_novel:p={{}}>{policy.novelty_threshold:g}", _value(prob))
         ),
-        _if_missing(policy.missing_novelty, prob.is_null(), "not_novel:missing_prob"),
     )
 
 
@@ -350,11 +365,6 @@ def _low_uncertainty(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFra
                 pl.when(_BY_MASS).then(pl.lit(">")).otherwise(pl.lit("<")),
                 _value(shown_bound),
             )
-        ),
-        _if_missing(
-            policy.missing_uncertainty,
-            u.is_null() & _uncertainty_on(policy),
-            pl.format("low_uncertainty:missing_{}", pl.col("_signal")),
         ),
     ).drop("_bound", "_cut", "_signal", strict=False)
 
@@ -401,13 +411,42 @@ def _diverse_subset(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFram
     return _append(frame, pl.when(_ALIVE & ~pl.col("record_id").is_in(chosen)).then(pl.lit("outside_diverse_subset")))
 
 
+def _missing(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:
+    """Last stage: a row that passed every other stage but lacks, with no gate, a signal a stage in
+    force needed, would reach the datasets unjudged; with ``missing_* = "drop"`` it does not."""
+    settings = (policy.missing_quality, policy.missing_novelty, policy.missing_uncertainty)
+    return _append(frame, *(
+        pl.when(pl.lit(setting == "drop") & _ALIVE & unmeasured).then(pl.format("missing_signal:{}", name))
+        for setting, (name, unmeasured) in zip(settings, _unmeasured(policy))
+    ))
+
+
+def _unmeasured(policy: SelectionPolicy) -> tuple[tuple[pl.Expr, pl.Expr], ...]:
+    """(signal name, whether the row lacks it with no gate to say why) for quality, novelty, uncertainty."""
+    ungated = {signal: pl.col(gate).is_null() for signal, gate in GATES.items()}
+    # an option-mass row whose gate refused it has no uncertainty signal to miss
+    uncertainty_gated = (pl.col("kind") == "multiple_choice") & ~ungated["option_mass"]
+    return (
+        (pl.lit("quality_score"),
+         (pl.col("kind") == "sft") & pl.col("quality_score").is_null() & ungated["quality_score"]),
+        (pl.lit("novelty_prob"),
+         pl.lit(policy.require_novel) & pl.col("novelty_prob").is_null() & ungated["novelty_prob"]),
+        (_signal_name(policy),
+         _uncertainty_on(policy) & pl.col("_uncertainty").is_null() & ~uncertainty_gated),
+    )
+
+
 # ---------------------------------------------------------------- output
 
 
 def _missing_signals(policy: SelectionPolicy) -> pl.Expr:
-    """The signals a stage in force had no value for, whatever the row's fate."""
+    """The signals a stage in force had no value for, whatever the row's fate: by name when
+    nothing says why, as ``<signal>:<gate reason>`` when a gate refused it."""
+    gated = [
+        pl.when(pl.col(gate).is_not_null() & (pl.lit(signal != "novelty_prob") | pl.lit(policy.require_novel)))
+        .then(pl.format(f"{signal}:{{}}", pl.col(gate)))
+        for signal, gate in GATES.items()
+    ]
     return pl.concat_list(
-        pl.when(pl.col("quality_score").is_null()).then(pl.lit("quality_score")),
-        pl.when(pl.lit(policy.require_novel) & pl.col("novelty_prob").is_null()).then(pl.lit("novelty_prob")),
-        pl.when(_uncertainty_on(policy) & pl.col("_uncertainty").is_null()).then(_signal_name(policy)),
+        *(pl.when(unmeasured).then(name) for name, unmeasured in _unmeasured(policy)), *gated
     ).list.drop_nulls()

@@ -10,7 +10,7 @@ bigrams, so labels read well for both languages.
 When the pool grows a little, rows can instead join the nearest of the
 previous clusters' centroids (``centroids_of``) without a refit: a refit,
 even one started from those centroids, moved 13-20 % of the old rows to
-another topic, and K-Center's per-topic caps would then reshuffle picks the
+another topic, and K-Center's per-category floors would then reshuffle picks the
 new data does not touch.
 """
 

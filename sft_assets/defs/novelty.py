@@ -83,7 +83,8 @@ def novelty_scores(config: NoveltyConfig, candidate_pool: pl.DataFrame, embeddin
     result = classify_novelty(config, candidate_pool, embeddings, curated_reference)
     usable = result.separable
     frame = candidate_pool.select("record_id").with_columns(
-        novelty_prob=pl.Series(result.probability if usable else [None] * candidate_pool.height, dtype=pl.Float64))
+        novelty_prob=pl.Series(result.probability if usable else [None] * candidate_pool.height, dtype=pl.Float64),
+        novelty_gate=pl.lit(None if usable else f"gate={result.message or 'not separable'}", dtype=pl.String))
     texts = candidate_pool["text"]
     like = most_like_reference(result.probability, 5) if usable else []
     novel = np.argsort(result.probability, kind="stable")[:5] if usable else []

@@ -113,10 +113,16 @@ class EmbeddingsIOManager(ParquetIOManager):
         return load_vectors(store, asset, materialized(context, store, asset))
 
 
+def missing_partitions(store: Warehouse, asset: str, keys: list[str]) -> list[str]:
+    """The partition keys with no table for ``asset``: a file that failed to read, or a failed scoring run."""
+    return sorted(k for k in keys if not store.exists(asset, k))
+
+
 def materialized(context: dg.InputContext, store: Warehouse, asset: str) -> list[str]:
-    """The input's partitions that have a table; the others are logged."""
+    """The input's partitions that have a table; the others are logged (selection_decisions' check
+    every_file_loaded lists them, and selection drops the rows whose signals they lack)."""
     keys = list(context.asset_partition_keys)
-    present = [k for k in keys if store.exists(asset, k)]
-    if missing := sorted(set(keys) - set(present)):
+    missing = missing_partitions(store, asset, keys)
+    if missing:
         context.log.warning(f"{asset}: {len(missing)} partitions not materialized, skipped: {missing[:5]}")
-    return present
+    return [k for k in keys if k not in set(missing)]

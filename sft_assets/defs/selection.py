@@ -13,7 +13,12 @@ from sft_assets.core.selection import SIGNAL_COLUMNS, SelectionPolicy, decide, r
 from sft_assets.defs.diversity import ALL_CORPORA
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import EmbeddingModel
+from sft_assets.defs.partitions import corpus_partitions
 from sft_assets.defs.quality import reward_margins
+from sft_assets.defs.resources import WarehouseResource, missing_partitions
+
+# The per-file tables selection reads: a partition missing from one of them must not go unnoticed.
+PER_FILE_INPUTS = ("raw_records", "quality_labels", "ppl_scores", "option_probabilities")
 
 
 class SelectionConfig(dg.Config):
@@ -32,9 +37,11 @@ class SelectionConfig(dg.Config):
     diverse_budget_rows: int | None = None
     diverse_budget_fraction: float | None = 1.0
     """Share of the rows reaching the diverse stage that may stay; 1.0 keeps every row K-Center picked."""
-    missing_quality: str = "keep"
-    missing_novelty: str = "keep"
-    missing_uncertainty: str = "keep"
+    missing_quality: str = "drop"
+    """A row that passed every stage without its score, and no gate saying why: `drop` (missing_signal:...) or
+    `keep` (named in missing_signals). Gated signals (quality_gate, novelty_gate, option_gate) never drop."""
+    missing_novelty: str = "drop"
+    missing_uncertainty: str = "drop"
 
     def policy(self) -> SelectionPolicy:
         fields = self.model_dump()
@@ -47,7 +54,8 @@ class ExportFolder(dg.ConfigurableResource):
 
 
 def _signals(pool: pl.DataFrame, *tables: pl.DataFrame) -> pl.DataFrame:
-    """The pool with every signal column, null where no stage produced it."""
+    """The pool with every signal column, null where no stage produced it (a gate column an upstream
+    table lacks: no gate, the signal is usable)."""
     frame = pool.rename({"category": "known_category"})
     for table in tables:
         frame = frame.join(table, on="record_id", how="left", maintain_order="left")
@@ -58,10 +66,12 @@ def _signals(pool: pl.DataFrame, *tables: pl.DataFrame) -> pl.DataFrame:
 
 
 def _per_record(scores: pl.DataFrame, *columns: str) -> pl.DataFrame:
-    """One row per record_id (the same record in two corpora has the same score)."""
+    """One row per record_id (the same record in two corpora has the same score), with those of ``columns``
+    the table has (a gate column is absent from tables written before gates)."""
+    present = [c for c in columns if c in scores.columns]
     if scores.height == 0:
-        return pl.DataFrame(schema={"record_id": pl.String, **{c: pl.Float64 for c in columns}})
-    return scores.select("record_id", *columns).unique("record_id", keep="first")
+        return pl.DataFrame(schema={"record_id": pl.String, **{c: SIGNAL_COLUMNS[c] for c in present}})
+    return scores.select("record_id", *present).unique("record_id", keep="first")
 
 
 @dg.asset(
@@ -71,9 +81,13 @@ def _per_record(scores: pl.DataFrame, *columns: str) -> pl.DataFrame:
     description="One row per pool candidate: kept or dropped, with the ordered reasons "
     "(exact/near duplicate, quality, novelty, uncertainty, category cap, diversity) and the signals behind them.",
     check_specs=[dg.AssetCheckSpec("counts_add_up", asset="selection_decisions", blocking=True,
-                                   description="one decision per pool row: kept + dropped = pool")],
+                                   description="one decision per pool row: kept + dropped = pool"),
+                 dg.AssetCheckSpec("every_file_loaded", asset="selection_decisions",
+                                   description="every file has its records and scores; a file without them is "
+                                   "listed (its rows are missing from the pool, or dropped as missing_signal)")],
 )
-def selection_decisions(config: SelectionConfig, candidate_pool: pl.DataFrame, near_duplicates: pl.DataFrame,
+def selection_decisions(context: dg.AssetExecutionContext, config: SelectionConfig, warehouse: WarehouseResource,
+                        candidate_pool: pl.DataFrame, near_duplicates: pl.DataFrame,
                         topic_clusters: pl.DataFrame, diverse_subset: pl.DataFrame, novelty_scores: pl.DataFrame,
                         quality_labels: pl.DataFrame, ppl_scores: pl.DataFrame,
                         option_probabilities: pl.DataFrame):
@@ -84,10 +98,10 @@ def selection_decisions(config: SelectionConfig, candidate_pool: pl.DataFrame, n
         topic_clusters.select("record_id", "topic"),
         diverse_subset.select("record_id", "diverse_rank"),
         novelty_scores,
-        quality_labels.unique("record_id", keep="first").select(
-            "record_id", "quality_score", quality_reasons=hard_rule_failures(pl.col("quality_reasons"))),
+        _per_record(quality_labels.with_columns(quality_reasons=hard_rule_failures(pl.col("quality_reasons"))),
+                    "quality_score", "quality_reasons", "quality_gate"),
         _per_record(ppl_scores, "ppl", "ifd"),
-        _per_record(option_probabilities, "option_mass"),
+        _per_record(option_probabilities, "option_mass", "option_gate"),
     )
     decisions = decide(signals, policy)
     counts = reason_counts(decisions)
@@ -102,6 +116,12 @@ def selection_decisions(config: SelectionConfig, candidate_pool: pl.DataFrame, n
             png_markdown(bar_png(by_stage["stage"].to_list(), by_stage["first"].to_list(), "rows dropped, by first reason"),
                          "dropped by first reason")),
     })
+    files = context.instance.get_dynamic_partitions(corpus_partitions.name)
+    gaps = {asset: missing_partitions(warehouse.warehouse(), asset, files) for asset in PER_FILE_INPUTS}
+    yield dg.AssetCheckResult(
+        check_name="every_file_loaded", passed=not any(gaps.values()), severity=dg.AssetCheckSeverity.WARN,
+        metadata={"not_materialized": dg.MetadataValue.json({a: keys for a, keys in gaps.items() if keys}),
+                  "dropped_as_missing_signal": int(decisions["first_reason"].str.starts_with("missing_signal:").sum())})
     yield dg.AssetCheckResult(
         check_name="counts_add_up",
         passed=decisions.height == candidate_pool.height and decisions["record_id"].n_unique() == decisions.height,

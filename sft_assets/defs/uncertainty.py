@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 
 from sft_assets.core.mc_parse import lettered_items
-from sft_assets.core.perplexity import answer_perplexity, option_probabilities as score_options
+from sft_assets.core.perplexity import answer_perplexity, chance_test, option_probabilities as score_options
 from sft_assets.core.quality import hard_rule_failures
 from sft_assets.core.datasets import user_prompt
 from sft_assets.core.plots import histogram_png, png_markdown
@@ -151,9 +151,15 @@ def option_probabilities(config: UncertaintyConfig, raw_records: pl.DataFrame, n
             "correct": result["correct"], "truncated": result["truncated"]}, schema=OPTION_SCHEMA)
 
     frame, computed = cached_scores(items, language_model.cache("options"), OPTION_SCHEMA, score)
+    # the gate belongs to this file's items as scored now, so it is not cached with the rows
+    test = chance_test(frame["correct"].fill_null(False), frame["option_probs"].list.len())
+    frame = frame.with_columns(option_gate=pl.lit(test.gate, dtype=pl.String))
     accuracy = float(frame["correct"].mean()) if frame.height else None
     return dg.Output(frame, metadata={
         **table_metadata(frame),
+        "option_signal": "used" if test.gate is None else "not used: " + test.gate.removeprefix("gate="),
+        "chance_accuracy": round(test.chance, 4),
+        "binomial_p_value": round(test.p_value, 4),
         "not_scored": raw_records.height - items.height,
         "computed_rows": computed,
         "precision": language_model.precision_in_use(),

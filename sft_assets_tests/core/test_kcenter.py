@@ -7,7 +7,9 @@ import pytest
 
 from sft_assets.core import kcenter
 from sft_assets.core.embed import embed_texts, load_sentence_model
-from sft_assets.core.kcenter import balanced_caps, extend_k_center, k_center_greedy
+from sft_assets.core.kcenter import (
+    balanced_caps, covering_radius, extend_k_center, k_center_greedy, random_radius,
+)
 from sft_assets.core.records import embedding_texts
 
 # zh_categories: one category per file, strongly long-tailed
@@ -124,6 +126,50 @@ def test_balanced_caps_edge_cases():
     assert balanced_caps(["a"] * 10 + ["b"] * 10 + ["c"] * 10, 10) == {"a": 4, "b": 4, "c": 4}
 
 
+def test_shares_weigh_the_caps():
+    pool = ["cmmlu"] * 500 + ["alpaca_en"] * 300 + ["gsm8k"] * 20
+    assert balanced_caps(pool, 100) == {"cmmlu": 40, "alpaca_en": 40, "gsm8k": 20}
+    caps = balanced_caps(pool, 100, shares={"cmmlu": 1, "alpaca_en": 3})
+    assert caps == {"cmmlu": 20, "alpaca_en": 60, "gsm8k": 20}  # gsm8k under its fifth: 80 left, shared 1:3
+    assert balanced_caps(pool, 100, shares={"cmmlu": 0})["cmmlu"] == 0
+    with pytest.raises(ValueError, match="shares"):
+        balanced_caps(pool, 100, shares={"cmmlu": -1})
+
+
+def test_covering_radius_is_the_worst_covered_row_over_every_row(pool):
+    emb, categories = pool
+    order, radius = k_center_greedy(emb, 30)
+    assert covering_radius(emb, order) == pytest.approx(min_distances(emb, order).max(), abs=1e-6)
+    assert covering_radius(emb, order) == pytest.approx(radius[-1], abs=1e-5)  # no caps: the same rows
+    caps = balanced_caps(categories, 30)
+    capped, capped_radius = k_center_greedy(emb, 30, categories, caps)
+    # under caps the per-pick radius only looks at rows still open; the covering radius looks at all
+    assert covering_radius(emb, capped) == pytest.approx(min_distances(emb, capped).max(), abs=1e-6)
+    assert covering_radius(emb, capped) > capped_radius[-1]
+    rng = np.random.default_rng(0)
+    expected = np.mean([min_distances(emb, rng.choice(len(emb), 30, replace=False)).max() for _ in range(5)])
+    assert random_radius(emb, 30, repeats=5, seed=0) == pytest.approx(expected, abs=1e-6)
+    assert covering_radius(emb, order) < random_radius(emb, 30)
+
+
+def test_a_floor_makes_every_group_present_then_farthest_first(pool):
+    emb, categories = pool
+    budget = 12
+    plain = Counter(categories[i] for i in k_center_greedy(emb, budget)[0])
+    assert set(plain) < set(categories)  # farthest-first alone leaves some categories out
+    order, radius = k_center_greedy(emb, budget, groups=categories, floor=1)
+    assert set(categories[i] for i in order[: len(set(categories))]) == set(categories)
+    assert len(order) == budget and (np.diff(radius) <= 0).all()
+    assert radius[-1] == pytest.approx(covering_radius(emb, order), abs=1e-5)
+    assert_farthest_first(emb, order, radius, start=len(set(categories)) + 1)
+    # the floor within the caps: a capped group gets no more than its cap
+    caps = {"alpaca_en": 0}
+    capped, _ = k_center_greedy(emb, budget, categories, caps, groups=categories, floor=2)
+    picked = Counter(categories[i] for i in capped)
+    assert "alpaca_en" not in picked and all(picked[c] >= min(2, n) for c, n in Counter(categories).items()
+                                             if c != "alpaca_en")
+
+
 def test_budget_beyond_the_pool_and_zero_caps(pool):
     emb, categories = pool
     small = emb[:25]
@@ -209,6 +255,14 @@ def test_extension_respects_caps_counting_previous_picks(grown):
         before = [i for i in previous if categories[i] == category]
         after = [i for i in kept if categories[i] == category]
         assert after == before[: len(after)]
+
+
+def test_extension_gives_a_new_group_its_floor(grown):
+    emb, categories, previous, radius = grown
+    order, _ = extend_k_center(emb, OLD_BUDGET, previous, radius, groups=categories, floor=3)
+    picked = Counter(categories[i] for i in order)
+    assert all(picked[c] >= min(3, n) for c, n in Counter(categories).items())
+    assert len(order) == OLD_BUDGET and len(set(order.tolist())) == OLD_BUDGET
 
 
 def test_extension_is_the_same_on_every_tracker(grown, monkeypatch):

@@ -85,6 +85,8 @@ def synthesize_signals(records: pl.DataFrame) -> pl.DataFrame:
             "ifd": round(unit(rid, "ifd"), 4) if cheap_pass and not mc else None,
             "option_mass": round(unit(rid, "mass"), 4) if cheap_pass and mc else None,
             "diverse_rank": None,
+            # the novelty stage refuses rows unlike its (English) reference set
+            "novelty_gate": None if row["lang"] == "en" else "gate=reference set is English",
         })
     pool = pl.DataFrame(out, schema=SIGNAL_COLUMNS)
     ranked = pool.filter(pl.col("ppl").is_not_null() | pl.col("option_mass").is_not_null())
@@ -190,27 +192,68 @@ def test_uncertainty_keeps_the_most_uncertain_share_of_each_category(decisions):
     assert mc_low.height and all(">" in r for r in mc_low["reasons"].list.last())
 
 
-def test_missing_signals_are_kept_and_named_by_default(decisions):
-    no_novelty = decisions.filter(pl.col("novelty_prob").is_null())
-    assert no_novelty.height > 50  # the Chinese rows
-    assert not no_novelty["reasons"].list.join("|").str.contains("not_novel").any()
-    assert no_novelty["missing_signals"].list.contains("novelty_prob").all()
-    unscored = decisions.filter(pl.col("ppl").is_null() & (pl.col("kind") == "sft")
-                                & ~pl.col("reasons").list.join("|").str.contains("^(exact|near|failed_quality)"))
-    assert unscored.height >= 1  # too long for the LM, passed every cheap filter
-    assert unscored["missing_signals"].list.contains("ppl").all()
-    assert not unscored["reasons"].list.join("|").str.contains("low_uncertainty").any()
+QUALITY_GATE = "gate=alpaca_eval 0.48<length 0.75"
+OPTION_GATE = "gate=at chance: 9/40 correct, binomial p=0.69 against 1/4"
 
 
-def test_missing_signals_drop_only_rows_that_reached_the_stage_when_asked(pool):
-    strict = decide(pool, SelectionPolicy(missing_uncertainty="drop", missing_novelty="drop"))
-    for row in strict.iter_rows(named=True):
-        unmeasured = row["kind"] == "sft" and row["ppl"] is None
-        expected = unmeasured and _alive_before(row, "low_uncertainty")
-        assert ("low_uncertainty:missing_ppl" in row["reasons"]) == expected
-    dropped_for_no_novelty = strict.filter(pl.col("first_reason") == "not_novel:missing_prob")
-    assert dropped_for_no_novelty.height and dropped_for_no_novelty["novelty_prob"].is_null().all()
-    assert strict["kept"].sum() < decide(pool)["kept"].sum()
+def test_a_gate_means_the_row_is_judged_without_that_signal(pool, decisions):
+    """The Chinese rows carry the novelty gate (the reference set is English): not dropped, named with why."""
+    gated = decisions.filter(pl.col("novelty_gate").is_not_null())
+    assert gated.height > 50 and gated["novelty_prob"].is_null().all()
+    assert not gated["reasons"].list.join("|").str.contains("not_novel|missing_signal:novelty").any()
+    assert gated["missing_signals"].list.contains("novelty_prob:gate=reference set is English").all()
+    assert gated["kept"].any()
+
+    refused = pool.with_columns(quality_gate=pl.lit(QUALITY_GATE),
+                                option_gate=pl.when(pl.col("corpus").str.starts_with("cmmlu/")).then(pl.lit(OPTION_GATE)))
+    judged = decide(refused)
+    reasons = judged["reasons"].list.join("|")
+    assert not reasons.str.contains("failed_quality:score|missing_signal:quality_score").any()
+    assert reasons.str.contains("failed_quality:too_short").any()  # the rules still judge
+    assert judged["missing_signals"].list.contains(f"quality_score:{QUALITY_GATE}").all()
+    assert judged["quality_score"].is_null().all()  # not used, so not shown as the row's score
+    exams = judged.filter(pl.col("corpus").str.starts_with("cmmlu/"))
+    assert exams["missing_signals"].list.contains(f"option_mass:{OPTION_GATE}").all()
+    assert not exams["reasons"].list.join("|").str.contains("low_uncertainty|missing_signal").any()
+    by_score_alone = decisions.filter(pl.col("reasons").list.eval(pl.element().str.starts_with(
+        "failed_quality:score=")).list.all() & ~pl.col("kept"))["record_id"]
+    assert by_score_alone.len() >= 20
+    assert not judged.filter(pl.col("record_id").is_in(by_score_alone.implode()))["reasons"].list.join("|") \
+        .str.contains("failed_quality").any()
+    assert judged["kept"].sum() > decisions["kept"].sum()
+
+
+def test_a_signal_missing_without_a_gate_drops_the_row_by_default(pool, decisions):
+    """A failed partition run: the scores of one corpus never arrive, and nothing says why."""
+    lost = pl.col("corpus").is_in(["alpaca_en/alpaca_data-0-3252.json", "cmmlu/test/agronomy.csv"])
+    unscored = pool.with_columns(quality_score=pl.when(lost).then(None).otherwise(pl.col("quality_score")),
+                                 option_mass=pl.when(lost).then(None).otherwise(pl.col("option_mass")))
+    strict, lenient = decide(unscored), decide(unscored, SelectionPolicy(
+        missing_quality="keep", missing_novelty="keep", missing_uncertainty="keep"))
+    assert lenient.filter(lost & pl.col("kept")).height >= 20  # they would reach the datasets unjudged
+    for row, was in zip(strict.iter_rows(named=True), lenient.iter_rows(named=True)):
+        expected = []
+        if was["kept"]:
+            if row["kind"] == "sft" and row["quality_score"] is None:  # exam items have no answer quality
+                expected.append("missing_signal:quality_score")
+            if row["novelty_prob"] is None and row["novelty_gate"] is None:
+                expected.append("missing_signal:novelty_prob")
+            if row["kind"] == "multiple_choice" and row["option_mass"] is None:
+                expected.append("missing_signal:option_mass")
+            elif row["kind"] == "sft" and row["ppl"] is None and row["option_mass"] is None:
+                expected.append("missing_signal:ppl")
+            assert row["reasons"] == expected
+            assert row["missing_signals"] == [r.split(":")[1] for r in expected] + (
+                ["novelty_prob:gate=reference set is English"] if row["novelty_gate"] else [])
+        else:
+            assert row["reasons"] == was["reasons"]
+    dropped = strict.filter(pl.col("first_reason").str.starts_with("missing_signal:"))
+    assert dropped.filter(lost).height >= 20 and not dropped.filter(lost.not_()).filter(
+        pl.col("first_reason") == "missing_signal:quality_score").height
+    assert dropped.filter(pl.col("kind") == "multiple_choice")["first_reason"].to_list().count(
+        "missing_signal:option_mass") >= 1
+    assert not strict["reasons"].list.join("|").str.contains("multiple_choice.*quality_score").any()
+    assert decisions.filter(pl.col("first_reason") == "missing_signal:ppl").height >= 1  # too long for the LM
 
 
 def test_uncertainty_off_and_absolute_bounds(pool):
@@ -241,26 +284,31 @@ def test_sft_rows_scored_as_multiple_choice_are_judged_by_option_mass(pool):
             assert low == []
 
 
+def _past_budgets(decisions: pl.DataFrame) -> pl.DataFrame:
+    """Rows that passed every stage up to the budgets (the missing-signal stage comes after them)."""
+    return decisions.filter(pl.col("kept") | pl.col("first_reason").str.starts_with("missing_signal:"))
+
+
 def test_category_cap_is_respected_and_spent_in_k_center_order(pool):
     cap = 5
     capped = decide(pool, SelectionPolicy(category_cap=cap))
     uncapped = decide(pool)
     per_category = capped.filter("kept").group_by("category").len()
     assert per_category["len"].max() <= cap
-    survivors = uncapped.filter("kept").group_by("category").agg(pl.col("record_id"), pl.col("diverse_rank"))
+    survivors = _past_budgets(uncapped).group_by("category").agg(pl.col("record_id"), pl.col("diverse_rank"))
     for row in survivors.iter_rows(named=True):
-        kept = capped.filter(pl.col("kept") & pl.col("category").eq_missing(row["category"]))
+        kept = _past_budgets(capped).filter(pl.col("category").eq_missing(row["category"]))
         assert kept.height == min(cap, len(row["record_id"]))
         ranks = sorted(r for r in row["diverse_rank"] if r is not None)
         assert sorted(kept["diverse_rank"].drop_nulls()) == ranks[: kept["diverse_rank"].drop_nulls().len()]
     by_cap = capped.filter(pl.col("first_reason").str.starts_with("category_cap:"))
     assert by_cap.height and (by_cap["reasons"].list.len() == 1).all()
-    newly_dropped = set(uncapped.filter("kept")["record_id"]) - set(capped.filter("kept")["record_id"])
+    newly_dropped = set(_past_budgets(uncapped)["record_id"]) - set(_past_budgets(capped)["record_id"])
     assert set(by_cap["record_id"]) == newly_dropped
 
 
 def test_diverse_budget_keeps_the_first_survivors_in_k_center_order(pool):
-    survivors = decide(pool).filter("kept")
+    survivors = _past_budgets(decide(pool))
     by_count = decide(pool, SelectionPolicy(diverse_budget=10))
     expected = survivors.drop_nulls("diverse_rank").sort("diverse_rank", "record_id").head(10)["record_id"]
     assert sorted(by_count.filter("kept")["record_id"]) == sorted(expected)

@@ -160,7 +160,7 @@ def test_diverse_subset_extends_the_previous_one_when_a_file_is_added(tmp_path, 
     assert topic_runs == ["fitted anew (k-means)", "the previous topics, new rows joined the nearest"]
     assert topics["fitted_on_rows"].unique().to_list() == [120]
     stayed = previous_topics.join(topics, on="record_id").select(pl.col("cluster_id") == pl.col("cluster_id_right"))
-    assert stayed.to_series().mean() >= 0.95
+    assert stayed.to_series().all()  # old rows keep their topic; only new rows join the nearest
     assert second["mode"] == "extended"
     assert second["kept_previous"] == previous.height - second["dropped_previous"] > 0
     assert second["kept_previous"] == subset["record_id"].is_in(previous["record_id"].implode()).sum()
@@ -176,3 +176,85 @@ def test_diverse_subset_extends_the_previous_one_when_a_file_is_added(tmp_path, 
         model="another-model", cache_uri=defs.resources["embedding_model"].cache_uri)}
     changed = rebuild(resources=other_model)
     assert changed["mode"] == "full" and "another-model" in changed["mode_reason"]
+
+    # fresh: a release build ignores what the warehouse holds; it is what an empty warehouse builds
+    fresh = rebuild(fresh=True, topics=TopicConfig(fresh=True))
+    assert fresh["mode"] == "full" and fresh["mode_reason"].startswith("fresh: true")
+    assert topic_runs[-1] == "fitted anew (k-means)"
+    release = store.read("diverse_subset"), store.read("topic_clusters")
+    empty = build_defs(Settings.under(tmp_path / "elsewhere", raw_root=raw))
+    other_instance = dg.DagsterInstance.ephemeral()
+    other_instance.add_dynamic_partitions(corpus_partitions.name, list(files))
+    for name in files:
+        assert empty.resolve_job_def("update_corpus").execute_in_process(
+            partition_key=name, instance=other_instance).success
+    assert dg.materialize([*ingest.assets, *diversity.assets], resources=empty.resources, instance=other_instance,
+                          selection=[diversity.candidate_pool, diversity.near_duplicates, diversity.topic_clusters,
+                                     diversity.diverse_subset]).success
+    from_scratch = empty.resources["warehouse"].warehouse()
+    assert from_scratch.read("diverse_subset").equals(release[0])
+    assert from_scratch.read("topic_clusters").equals(release[1])
+    # incremental on an unchanged pool: the documented difference (new rows) is empty, so the build is the same
+    again = rebuild()
+    assert (again["mode"], again["new_picks"], again["dropped_previous"]) == ("extended", 0, 0)
+    assert store.read("diverse_subset").equals(release[0]) and store.read("topic_clusters").equals(release[1])
+
+
+BAD_ANSWERS = ["", "N/A", "I'm sorry, but as an AI language model, I cannot answer that.", "<nooutput>",
+               "Ã¤Â¸Â­Ã¦Â–Â‡ Ã¥Â­Â—Ã§Â¬Â¦ Ã¤Â¹Â±Ã§Â Â"]
+
+
+def test_diverse_subset_shares_the_budget_by_corpus_and_skips_rule_failures(tmp_path, corpora, read_corpus):
+    """100 alpaca_en rows plus 5 with a broken answer, and 16 CMMLU subject files of 6 items: the broken rows
+    never compete, each corpus gets half the budget however many subject files it has, and every subject and
+    topic is present."""
+    import csv
+    import json
+
+    import dagster as dg
+
+    from sft_assets.definitions import build_defs
+    from sft_assets.defs import diversity, ingest
+    from sft_assets.defs.diversity import DiverseSubsetConfig
+    from sft_assets.defs.partitions import corpus_partitions
+    from sft_assets.settings import Settings
+
+    raw = tmp_path / "raw"
+    (raw / "alpaca_en").mkdir(parents=True)
+    (raw / "cmmlu").mkdir()
+    rows = read_corpus("alpaca_en/alpaca_data-0-3252.json").records.head(105).select(
+        "instruction", pl.col("input").fill_null(""), "output").to_dicts()
+    for row, bad in zip(rows[100:], BAD_ANSWERS):
+        row["output"] = bad
+    (raw / "alpaca_en" / "part.json").write_text(json.dumps(rows), encoding="utf-8")
+    subjects = sorted(p.name for p in (corpora / "cmmlu" / "test").glob("*.csv"))[:16]
+    for name in subjects:
+        with open(corpora / "cmmlu" / "test" / name, encoding="utf-8", newline="") as src:
+            items = list(csv.reader(src))[:7]
+        with open(raw / "cmmlu" / name, "w", encoding="utf-8", newline="") as out:
+            csv.writer(out).writerows(items)
+    defs = build_defs(Settings.under(tmp_path / "data", raw_root=raw))
+    instance = dg.DagsterInstance.ephemeral()
+    keys = ["alpaca_en/part.json", *(f"cmmlu/{name}" for name in subjects)]
+    instance.add_dynamic_partitions(corpus_partitions.name, keys)
+    for key in keys:
+        assert defs.resolve_job_def("update_corpus").execute_in_process(partition_key=key, instance=instance).success
+    result = dg.materialize(
+        [*ingest.assets, *diversity.assets], resources=defs.resources, instance=instance,
+        selection=[diversity.candidate_pool, diversity.near_duplicates, diversity.topic_clusters,
+                   diversity.diverse_subset],
+        run_config=dg.RunConfig({"diverse_subset": DiverseSubsetConfig(budget=40)}))
+    assert result.success
+    meta = {k: v.value for k, v in result.asset_materializations_for_node("diverse_subset")[0].metadata.items()}
+    store = defs.resources["warehouse"].warehouse()
+    pool, subset = store.read("candidate_pool"), store.read("diverse_subset")
+    broken = pool.filter(pl.col("output").is_in(BAD_ANSWERS))["record_id"]
+    assert broken.len() == 5 and meta["failed_quality_rule"] >= 5
+    assert not subset["record_id"].is_in(broken.implode()).any()
+    picked = subset.join(pool.select("record_id", corpus=pl.col("corpus").str.split("/").list.first()),
+                         on="record_id")
+    assert dict(picked.group_by("corpus").len().iter_rows()) == {"alpaca_en": 20, "cmmlu": 20}
+    eligible_topics = store.read("topic_clusters").join(pool.filter(~pl.col("record_id").is_in(broken.implode())),
+                                                        on="record_id", how="semi")
+    assert set(picked["topic"]) == set(eligible_topics["topic"])  # every subject and every topic is present
+    assert 0 < meta["covering_radius"] and meta["radius_vs_random"] < 1.0

@@ -233,3 +233,27 @@ def test_killed_mid_scoring_resumes_to_the_same_results(sample_run, sample_cache
         resumed = subprocess.run(RUN_ALL, cwd=REPO, env=env, stdout=log, stderr=log, timeout=600)
     assert resumed.returncode == 0, log_path.read_text(errors="replace")[-3000:]
     assert_same_results(reference, data)
+
+
+def test_a_file_without_its_scores_is_listed_and_its_rows_not_kept(sample_run, sample_cache, tmp_path):
+    """A per-file scoring run that failed leaves no quality_labels table for that file: the IO manager skips it,
+    so selection must not keep the file's rows unjudged, and its check says which file it was."""
+    data, _, instance = sample_run
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    defs = build_defs(Settings.from_env({"SFT_ASSETS_DATA": str(copy), "SFT_ASSETS_CACHE": str(sample_cache)}))
+    store = defs.resources["warehouse"].warehouse()
+    before = store.read("selection_decisions")
+    kept_sft = before.filter(pl.col("kept") & (pl.col("kind") == "sft"))
+    file = kept_sft.group_by("corpus").len().sort("len", descending=True)["corpus"][0]
+    assert store.delete("quality_labels", file)
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("selection_decisions")], raise_on_error=False)
+    checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+              for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert not checks["every_file_loaded"].passed and checks["counts_add_up"].passed
+    assert checks["every_file_loaded"].metadata["not_materialized"].value == {"quality_labels": [file]}
+    after = store.read("selection_decisions").join(kept_sft.filter(pl.col("corpus") == file).select("record_id"),
+                                                   on="record_id", how="semi")
+    assert after.height and not after["kept"].any()
+    assert (after["first_reason"] == "missing_signal:quality_score").all()
