@@ -18,6 +18,7 @@ from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import EmbeddingModel
 from sft_assets.defs.partitions import corpus_partitions
 from sft_assets.defs.resources import WarehouseResource
+from sft_assets.defs.versions import ids_version
 
 ALL_CORPORA = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
 SELECTABLE = ("sft", "multiple_choice")
@@ -314,7 +315,8 @@ def diverse_subset(config: DiverseSubsetConfig, near_duplicates: pl.DataFrame, t
     )
     kept = int(frame["record_id"].is_in(previous["record_id"].implode()).sum()) if previous is not None else 0
     curve = frame.select("diverse_rank", "radius").gather_every(max(1, frame.height // 20))
-    return dg.Output(frame, metadata={
+    # the scores of the subset's rows depend on which rows it holds, not on their ranks or radii
+    return dg.Output(frame, data_version=ids_version(frame["record_id"]), metadata={
         **table_metadata(frame),
         "budget": budget,
         "pool_after_dedup": leaders.height,

@@ -84,8 +84,9 @@ def quality_model(context: dg.AssetExecutionContext, config: QualityModelConfig,
                           **{k: [float(v)] for k, v in report.items() if isinstance(v, (int, float))}})
     context.log.info(f"quality model: held-out pairwise accuracy {report['pairwise_accuracy']:.3f}, "
                      f"AUC {report['roc_auc']:.3f} on {report['n_test_pairs']} pairs")
-    return dg.Output(frame, metadata={**{k: v for k, v in report.items() if isinstance(v, (int, float))},
-                                      "model_file": dg.MetadataValue.path(str(path)), "sha256": sha})
+    return dg.Output(frame, data_version=dg.DataVersion(sha),  # a retrain to the same file changes nothing downstream
+                     metadata={**{k: v for k, v in report.items() if isinstance(v, (int, float))},
+                               "model_file": dg.MetadataValue.path(str(path)), "sha256": sha})
 
 
 def extra_preference_records(paths: list[str], raw_root: RawRoot) -> list[pl.DataFrame]:
