@@ -6,10 +6,12 @@ they are rebuilt. With a code version, an asset that supplies no data version of
 computed from its code version and its inputs' data versions, so an unchanged input never makes
 its dependents unsynced. Where the output is not a function of the inputs alone, the asset states
 its data version: the raw file's content hash (``raw_files``, observed by the sensor and the CLI),
-the quality model's file SHA, and the diverse subset's picks.
+the quality model's weights (its skops file's bytes differ on every save even for the same weights: zip
+entry names and dates), the diverse subset's picks, the curated reference's rows.
 """
 
 import hashlib
+import pickle
 from collections.abc import Iterable
 
 import dagster as dg
@@ -22,6 +24,10 @@ CODE_VERSIONS = {
     "selection_decisions": "1", "sft_dataset": "1", "rm_dataset": "1", "ppo_prompts": "1", "ppo_ptx": "1",
     "exports": "1", "generated_instructions": "1",
 }
+
+# Assets whose data version is their own (not computed from code and inputs): what follows them is unsynced
+# only when their version changes.
+USER_VERSIONED = ("diverse_subset", "quality_model", "curated_reference")
 
 
 def with_code_versions(assets: list) -> list:
@@ -41,3 +47,9 @@ def ids_version(ids: Iterable[str], *also: str) -> dg.DataVersion:
     for record_id in sorted(ids):
         digest.update(record_id.encode("utf-8") + b"\n")
     return dg.DataVersion(digest.hexdigest()[:24])
+
+
+def model_version(model) -> dg.DataVersion:
+    """A data version of a fitted model's content: its pickle, hashed only (never loaded), is the same bytes
+    for the same weights and settings, where the saved skops file is not."""
+    return dg.DataVersion(hashlib.sha256(pickle.dumps(model, protocol=5)).hexdigest()[:24])
