@@ -6,6 +6,7 @@ from sft_assets.defs import automation, diversity, ingest, novelty, quality, sel
 from sft_assets.defs.models import EmbeddingModel, LanguageModel
 from sft_assets.defs.resources import EmbeddingsIOManager, ParquetIOManager, RawRoot, WarehouseResource
 from sft_assets.defs.sensors import build_raw_files_sensor
+from sft_assets.defs.versions import with_code_versions
 from sft_assets.settings import Settings
 
 ALL_ASSETS = [*ingest.assets, *diversity.assets, *novelty.assets, *quality.assets, *uncertainty.assets,
@@ -39,10 +40,11 @@ def build_defs(settings: Settings) -> dg.Definitions:
     warehouse = WarehouseResource(base_uri=settings.warehouse, catalog_path=settings.catalog)
     return dg.Definitions(
         # Self-instruct rounds run on request only: automated, every new file would start a round.
-        assets=[*automation.automate(ALL_ASSETS), *self_instruct.assets],
+        assets=[*automation.automate(with_code_versions(ALL_ASSETS)), *with_code_versions(self_instruct.assets),
+                *ingest.sources],
         asset_checks=selection.checks,
         jobs=[*JOBS.values(), *self_instruct.jobs],
-        sensors=[build_raw_files_sensor(JOBS["update_corpus"], settings.sensor_seconds),
+        sensors=[build_raw_files_sensor(JOBS["update_corpus"], JOBS["analyze_pool"], settings.sensor_seconds),
                  automation.automation_sensor(settings.sensor_seconds)],
         resources={
             "io_manager": ParquetIOManager(warehouse=warehouse),

@@ -21,6 +21,7 @@ from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import EmbeddingModel
 from sft_assets.defs.partitions import corpus_partitions
 from sft_assets.defs.resources import WarehouseResource
+from sft_assets.defs.versions import ids_version
 
 ALL_CORPORA = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
 SELECTABLE = ("sft", "multiple_choice")
@@ -394,7 +395,8 @@ def diverse_subset(config: DiverseSubsetConfig, candidate_pool: pl.DataFrame, ne
         picks=pl.len(), categories=pl.col("topic").n_unique()).join(
         leaders.group_by("corpus").agg(eligible=pl.len(), categories_in_pool=pl.col("topic").n_unique()),
         on="corpus").sort("corpus")
-    return dg.Output(frame, metadata={
+    # the scores of the subset's rows depend on which rows it holds, not on their ranks or radii
+    return dg.Output(frame, data_version=ids_version(frame["record_id"]), metadata={
         **table_metadata(frame),
         "budget": budget,
         "pool_after_dedup": deduplicated.height,

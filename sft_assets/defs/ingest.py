@@ -2,6 +2,7 @@
 
 
 import dagster as dg
+from dagster._core.definitions.data_version import DATA_VERSION_TAG, extract_data_version_from_entry
 import polars as pl
 
 from sft_assets.core.rawfiles import content_hash, relpath_of
@@ -11,6 +12,28 @@ from sft_assets.defs.partitions import corpus_partitions
 from sft_assets.defs.resources import RawRoot
 
 RECORD_PREVIEW = ["record_id", "kind", "lang", "category", "source_row", "instruction", "prompt", "question"]
+
+
+raw_files = dg.AssetSpec(
+    "raw_files",
+    partitions_def=corpus_partitions,
+    group_name="ingest",
+    description="The files under the raw root, one partition each; the data version of a partition is the "
+    "file's SHA-256, recorded by raw_files_sensor and `sft-assets run` when a file is new or its content "
+    "changed. A new version marks the file's records, and what depends on them, unsynced.",
+)
+
+
+def observe_raw_file(key: str, sha: str) -> dg.AssetObservation:
+    """The event that records a file's content hash as the data version of its ``raw_files`` partition."""
+    return dg.AssetObservation(asset_key=raw_files.key, partition=key, tags={DATA_VERSION_TAG: sha})
+
+
+def observed_version(instance: dg.DagsterInstance, key: str) -> str | None:
+    """The content hash last recorded for a file (None: never observed)."""
+    record = instance.get_latest_data_version_record(raw_files.key, True, key)
+    version = extract_data_version_from_entry(record.event_log_entry) if record else None
+    return version.value if version else None
 
 
 class IngestConfig(dg.Config):
@@ -33,6 +56,7 @@ class IngestConfig(dg.Config):
     },
     partitions_def=corpus_partitions,
     group_name="ingest",
+    deps=[raw_files],
     check_specs=[
         dg.AssetCheckSpec("rows_conserved", asset="raw_records", blocking=True,
                           description="every unit of the file (array element, JSON line, CSV/TSV data row), "
@@ -93,3 +117,4 @@ def ingest(context: dg.AssetExecutionContext, config: IngestConfig, raw_root: Ra
 
 
 assets = [ingest]
+sources = [raw_files]

@@ -19,6 +19,7 @@ from sft_assets.defs.diversity import ALL_CORPORA, pool_vectors
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import EmbeddingModel
 from sft_assets.defs.resources import RawRoot
+from sft_assets.defs.versions import ids_version
 
 
 @dg.asset(
@@ -37,8 +38,10 @@ def curated_reference(context: dg.AssetExecutionContext, curated_root: RawRoot, 
                                .select("record_id", "embedding"), on="record_id", maintain_order="left")
     else:
         context.log.warning(f"no curated records under {curated_root.root}: novelty filtering is off")
-    return dg.Output(records, metadata={**table_metadata(records, ["record_id", "kind", "instruction"]),
-                                        "folder": curated_root.root, "files": files})
+    # read from files outside Dagster: versioned by content (record ids are content hashes) and model
+    return dg.Output(records, data_version=ids_version(records["record_id"], embedding_model.model),
+                     metadata={**table_metadata(records, ["record_id", "kind", "instruction"]),
+                               "folder": curated_root.root, "files": files})
 
 
 class NoveltyConfig(dg.Config):

@@ -20,6 +20,7 @@ from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import EmbeddingModel
 from sft_assets.defs.partitions import corpus_partitions
 from sft_assets.defs.resources import RawRoot
+from sft_assets.defs.versions import model_version
 
 
 def _text_key(text: str) -> str:
@@ -84,8 +85,9 @@ def quality_model(context: dg.AssetExecutionContext, config: QualityModelConfig,
                           **{k: [float(v)] for k, v in report.items() if isinstance(v, (int, float))}})
     context.log.info(f"quality model: held-out pairwise accuracy {report['pairwise_accuracy']:.3f}, "
                      f"AUC {report['roc_auc']:.3f} on {report['n_test_pairs']} pairs")
-    return dg.Output(frame, metadata={**{k: v for k, v in report.items() if isinstance(v, (int, float))},
-                                      "model_file": dg.MetadataValue.path(str(path)), "sha256": sha})
+    return dg.Output(frame, data_version=model_version(model),  # a retrain to the same weights changes nothing
+                     metadata={**{k: v for k, v in report.items() if isinstance(v, (int, float))},
+                               "model_file": dg.MetadataValue.path(str(path)), "sha256": sha})
 
 
 def extra_preference_records(paths: list[str], raw_root: RawRoot) -> list[pl.DataFrame]:

@@ -11,9 +11,7 @@ from sft_assets.core.perplexity import answer_perplexity, chance_test, option_pr
 from sft_assets.core.quality import hard_rule_failures
 from sft_assets.core.datasets import user_prompt
 from sft_assets.core.plots import histogram_png, png_markdown
-from sft_assets.core.storage import Warehouse
 from sft_assets.defs.diversity import survivors
-from sft_assets.defs.quality import quality_rows
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import LanguageModel
 from sft_assets.defs.partitions import corpus_partitions
@@ -50,29 +48,6 @@ def option_items(raw_records: pl.DataFrame, near_duplicates: pl.DataFrame, diver
     mc = kept.filter(pl.col("kind") == "multiple_choice")
     return pl.concat([mc.select("record_id", "question", "options", "answer"), lettered_items(kept)],
                      how="vertical_relaxed")
-
-
-def partitions_missing_scores(store: Warehouse, keys: list[str]) -> list[str]:
-    """Partitions holding rows the quality model or the language model would score but have no score for:
-    new files, or old rows that entered the diverse subset since. Only these need a scoring run."""
-    if not (store.exists("near_duplicates") and store.exists("diverse_subset")):
-        return list(keys)
-    near_duplicates, diverse = store.read("near_duplicates"), store.read("diverse_subset")
-    stale = []
-    for key in keys:
-        tables = ("raw_records", "quality_labels", "ppl_scores", "option_probabilities")
-        if not all(store.exists(table, key) for table in tables):
-            stale.append(key)
-            continue
-        records, labels = store.read("raw_records", key), store.read("quality_labels", key)
-        rows, _ = ppl_rows(records, near_duplicates, diverse, labels)
-        items = option_items(records, near_duplicates, diverse)
-        scored = labels.filter(pl.col("quality_score").is_not_null())
-        if (quality_rows(records, near_duplicates, diverse).join(scored, on="record_id", how="anti").height
-                or rows.join(store.read("ppl_scores", key), on="record_id", how="anti").height
-                or items.join(store.read("option_probabilities", key), on="record_id", how="anti").height):
-            stale.append(key)
-    return stale
 
 
 def cached_scores(rows: pl.DataFrame, cache, schema: dict, score) -> tuple[pl.DataFrame, int]:

@@ -8,8 +8,7 @@ from sft_assets.defs.partitions import corpus_partitions
 from sft_assets.settings import Settings
 
 OLD, NEW = ["a.json", "b.json"], "c.json"
-POOL = ["candidate_pool", "near_duplicates", "topic_clusters", "diverse_subset", "novelty_scores", "rm_dataset",
-        "sft_dataset", "ppo_prompts", "ppo_ptx", "exports"]
+POOL = ["candidate_pool", "near_duplicates", "topic_clusters", "diverse_subset", "novelty_scores", "rm_dataset"]
 SELECTION = ["selection_decisions", "sft_dataset", "ppo_prompts", "ppo_ptx", "exports"]
 
 
@@ -21,6 +20,8 @@ def automation(tmp_path):
     instance.add_dynamic_partitions(corpus_partitions.name, OLD)
     graph = defs.resolve_asset_graph()
     for key in graph.materializable_asset_keys:
+        if key.to_user_string() == "generated_instructions":  # self-instruct rounds: on request only
+            continue
         for partition in OLD if graph.get(key).partitions_def else [None]:
             report(instance, key.to_user_string(), partition)
     cursor = None
@@ -54,21 +55,50 @@ def test_a_new_file_rebuilds_the_pool_then_scores_only_itself_then_exports(autom
     for asset in ("raw_records", "quarantined_records", "embeddings"):
         report(instance, asset, NEW)
 
-    # the pool once; the quality model is not retrained for a new file
+    # the pool once; the quality model is not retrained for a new file; the datasets wait for the decisions
     assert tick() == {asset: {None} for asset in POOL}
+    _rebuild_then_select(instance, tick, {NEW})
+
+
+def _rebuild_then_select(instance, tick, scored: set[str]) -> None:
+    """After the pool tick: the model scores of ``scored`` once the pool is rebuilt, then selection and,
+    only then, the datasets and exports."""
     for asset in POOL:
         report(instance, asset)
-
-    # the model scores waited for the pool rebuilt with the file; old files are not re-scored
-    assert tick() == {"quality_labels": {NEW}, "ppl_scores": {NEW}, "option_probabilities": {NEW}}
-    report(instance, "quality_labels", NEW)
-    report(instance, "ppl_scores", NEW)
-    report(instance, "option_probabilities", NEW)
-
-    assert tick() == {asset: {None} for asset in SELECTION}
-    for asset in SELECTION:
+    # the model scores waited for the pool rebuilt with the file; old files are not re-scored; nothing built
+    # from the decisions moves while the decisions are behind the pool (rm_dataset has changed meanwhile)
+    assert tick() == {"quality_labels": scored, "ppl_scores": scored, "option_probabilities": scored}
+    for partition in scored:
+        for asset in ("quality_labels", "ppl_scores", "option_probabilities"):
+            report(instance, asset, partition)
+    assert tick() == {"selection_decisions": {None}}
+    report(instance, "selection_decisions")
+    assert tick() == {asset: {None} for asset in SELECTION[1:]}
+    for asset in SELECTION[1:]:
         report(instance, asset)
     assert tick() == {}
+
+
+def test_a_changed_file_waits_for_its_decisions_before_the_datasets(automation):
+    instance, tick = automation
+    for asset in ("raw_records", "quarantined_records", "embeddings"):  # raw_files_sensor re-ingested it
+        report(instance, asset, OLD[0])
+    assert tick() == {asset: {None} for asset in POOL}
+    _rebuild_then_select(instance, tick, {OLD[0]})
+
+
+def test_a_deleted_file_rebuilds_the_pool_then_the_decisions_then_the_datasets(automation):
+    instance, tick = automation
+    instance.delete_dynamic_partition(corpus_partitions.name, OLD[1])
+    assert tick() == {}  # no event: raw_files_sensor starts the pool rebuild (analyze_pool)
+    for asset in ("candidate_pool", "near_duplicates", "topic_clusters", "diverse_subset", "novelty_scores",
+                  "quality_model"):
+        report(instance, asset)
+    assert tick() == {"selection_decisions": {None}, "rm_dataset": {None}}
+    report(instance, "rm_dataset")
+    assert tick() == {}  # ppo and exports wait for the decisions
+    report(instance, "selection_decisions")
+    assert tick() == {asset: {None} for asset in SELECTION[1:]}
 
 
 

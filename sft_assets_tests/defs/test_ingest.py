@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from sft_assets.cli import sync_partitions
+from sft_assets.core.rawfiles import content_hash
 from sft_assets.definitions import build_defs
 from sft_assets.settings import Settings
 
@@ -108,6 +109,8 @@ def test_sensor_follows_added_changed_and_deleted_files(tmp_path, corpora):
     first = _tick(sensor, instance, None, resources)
     key = "nested/代码 问题 $(x).json"
     assert [r.partition_key for r in first.run_requests] == [key]
+    # the content hash becomes the data version of the file's raw_files partition
+    assert [(e.partition, e.tags["dagster/data_version"]) for e in first.asset_events] == [(key, content_hash(target))]
     assert instance.get_dynamic_partitions("corpus") == [key]
     assert job.execute_in_process(partition_key=key, instance=instance).success
     assert store.read("raw_records", key).height == 13
@@ -118,12 +121,14 @@ def test_sensor_follows_added_changed_and_deleted_files(tmp_path, corpora):
     target.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
     changed = _tick(sensor, instance, first.cursor, resources)
     assert [r.partition_key for r in changed.run_requests] == [key]
+    assert [e.tags["dagster/data_version"] for e in changed.asset_events] == [content_hash(target)]
     assert job.execute_in_process(partition_key=key, instance=instance).success
     assert store.read("raw_records", key).height == 5
 
     target.unlink()
     deleted = _tick(sensor, instance, changed.cursor, resources)
-    assert deleted.run_requests == []
+    # a deletion leaves no event for the automation: the sensor starts the pool rebuild itself
+    assert [(r.job_name, r.partition_key) for r in deleted.run_requests] == [("analyze_pool", None)]
     assert instance.get_dynamic_partitions("corpus") == []
     assert not store.exists("raw_records", key)
 

@@ -14,11 +14,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from sft_assets.cli import run_all
+from sft_assets.cli import run_all, unsynced
 from sft_assets.core.exports import validate_exports
 from sft_assets.core.storage import Warehouse
 from sft_assets.definitions import build_defs
-from sft_assets.defs.uncertainty import partitions_missing_scores
 from sft_assets.sample import write_sample
 from sft_assets.settings import Settings
 from sft_assets_tests.conftest import REPO
@@ -31,6 +30,25 @@ def _build(data: Path, cache: Path):
     instance = dg.DagsterInstance.ephemeral()
     assert run_all(defs=defs, instance=instance) == 0
     return defs, instance
+
+
+def out_of_sync(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[str, list]:
+    """Every asset (partition) Dagster marks missing or unsynced, as the UI shows them."""
+    graph = defs.resolve_asset_graph()
+    keys = [k for k in graph.materializable_asset_keys if k.to_user_string() != "generated_instructions"]
+    found: dict[str, list] = {}
+    for partition in [None, *instance.get_dynamic_partitions("corpus")]:
+        same = [k for k in keys if (graph.get(k).partitions_def is not None) == (partition is not None)]
+        for key in unsynced(instance, graph, same, partition):
+            found.setdefault(key.to_user_string(), []).append(partition)
+    return found
+
+
+def materialized_in_new_runs(instance: dg.DagsterInstance, before: set[str]) -> set[tuple[str, str | None]]:
+    """(asset, partition) of every materialization by a run not in ``before`` (run ids)."""
+    return {(e.asset_materialization.asset_key.to_user_string(), e.asset_materialization.partition)
+            for run in instance.get_runs() if run.run_id not in before
+            for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)}
 
 
 @pytest.fixture(scope="module")
@@ -139,25 +157,64 @@ def test_second_run_rebuilds_only_what_a_new_file_needs(sample_run, sample_cache
 
     data = tmp_path / "incremental"  # sample_run has filled sample_cache: only the new file needs scores
     defs, instance = _build(data, sample_cache)
+    assert out_of_sync(defs, instance) == {}  # what the UI shows: nothing unsynced after a run
 
-    def partitions_run(job: str) -> list[str]:
-        return sorted(r.tags["dagster/partition"] for r in instance.get_runs(dg.RunsFilter(job_name=job)))
-
-    before = {job: partitions_run(job) for job in ("update_corpus", "score_corpus")}
-    assert run_all(defs=defs, instance=instance) == 0  # nothing changed: no per-file run
-    assert {job: partitions_run(job) for job in before} == before
+    runs = {r.run_id for r in instance.get_runs()}
+    assert run_all(defs=defs, instance=instance) == 0  # nothing changed: nothing rebuilt but the volatile root
+    assert materialized_in_new_runs(instance, runs) == {("curated_reference", None)}
 
     rows = read_corpus("alpaca_en/alpaca_data-3252-6382.json").records.head(30)
     new = data / "raw" / "new chunk.json"
     new.write_text(json.dumps(rows.select("instruction", "input", "output").to_dicts()), encoding="utf-8")
+    runs = {r.run_id for r in instance.get_runs()}
     assert run_all(defs=defs, instance=instance) == 0
-    added = {job: sorted(set(partitions_run(job)) - set(before[job])) for job in before}
-    assert added["update_corpus"] == ["new chunk.json"]
-    assert "new chunk.json" in added["score_corpus"]
+    rebuilt = materialized_in_new_runs(instance, runs)
+    # the new file is ingested and embedded, and no other file is
+    assert {p for a, p in rebuilt if a in ("raw_records", "embeddings")} == {"new chunk.json"}
+    assert {("ppl_scores", "new chunk.json"), ("selection_decisions", None), ("exports", None)} <= rebuilt
     con = duckdb.connect(str(data / "catalog.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM candidate_pool WHERE corpus = 'new chunk.json'").fetchone()[0] == 30
-    # every row the cascade sends to the language model has its score, old partitions included
-    assert partitions_missing_scores(defs.resources["warehouse"].warehouse(), partitions_run("update_corpus")) == []
+    # every row the cascade sends to a model has its score, old partitions included
+    missing = con.execute("""
+        SELECT count(*) FROM diverse_subset d JOIN candidate_pool p USING (record_id)
+        LEFT JOIN ppl_scores s USING (record_id) WHERE p.kind = 'sft' AND s.record_id IS NULL
+        AND record_id IN (SELECT record_id FROM quality_labels WHERE len(quality_reasons) = 0)""").fetchone()[0]
+    assert missing == 0
+    assert out_of_sync(defs, instance) == {}
+
+    # a changed file: its content hash is its raw_files data version, so its records are unsynced, only its
+    new.write_text(json.dumps(rows.head(20).select("instruction", "input", "output").to_dicts()), encoding="utf-8")
+    runs = {r.run_id for r in instance.get_runs()}
+    assert run_all(defs=defs, instance=instance) == 0
+    assert {p for a, p in materialized_in_new_runs(instance, runs) if a == "raw_records"} == {"new chunk.json"}
+    assert con.execute("SELECT count(*) FROM candidate_pool WHERE corpus = 'new chunk.json'").fetchone()[0] == 20
+    con.close()
+
+
+def test_a_retrained_quality_model_unsyncs_the_quality_labels_only_if_it_changed(sample_run, sample_cache, tmp_path):
+    """quality_model's data version is its weights: a retrain to other weights marks every file's quality labels
+    unsynced (and `run` rescoring them), a retrain to the same weights marks nothing."""
+    data = tmp_path / "retrain"
+    defs, instance = _build(data, sample_cache)
+    pool = defs.resolve_job_def("analyze_pool")
+    files = instance.get_dynamic_partitions("corpus")
+
+    def retrain(C: float) -> None:
+        config = {"ops": {"quality_model": {"config": {"C": C}}}}
+        assert pool.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("quality_model")],
+                                       run_config=config).success
+
+    retrain(0.3)  # the default: the same weights
+    assert out_of_sync(defs, instance) == {}
+    retrain(0.001)
+    stale = out_of_sync(defs, instance)
+    assert sorted(stale["quality_labels"]) == sorted(files) and "rm_dataset" in stale
+    runs = {r.run_id for r in instance.get_runs()}
+    assert run_all(defs=defs, instance=instance) == 0
+    rebuilt = materialized_in_new_runs(instance, runs)
+    assert {p for a, p in rebuilt if a == "quality_labels"} == set(files)
+    assert ("quality_model", None) not in rebuilt  # in sync with its inputs: not retrained back
+    assert out_of_sync(defs, instance) == {}
 
 
 KILLED_PARTITION = "zh/中文指令.json"  # sorts last: the run has scored every other file when it gets there
@@ -257,3 +314,60 @@ def test_a_file_without_its_scores_is_listed_and_its_rows_not_kept(sample_run, s
                                                    on="record_id", how="semi")
     assert after.height and not after["kept"].any()
     assert (after["first_reason"] == "missing_signal:quality_score").all()
+
+
+def test_terminal_shows_progress_and_a_summary_not_dagster_events(sample_run, sample_cache, tmp_path):
+    """`make run` as a person sees it: a progress line per phase, no Dagster DEBUG events (they go to the
+    log file, whose path is printed), and the summary at the end."""
+    data = tmp_path / "data"
+    write_sample(data)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SFT_ASSETS_")},
+           "SFT_ASSETS_DATA": str(data), "SFT_ASSETS_CACHE": str(sample_cache), "DAGSTER_HOME": str(tmp_path / "home")}
+    run = subprocess.run([sys.executable, "-m", "sft_assets", "run"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=900)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    assert "DEBUG" not in out and "STEP_START" not in out and "LOADED_INPUT" not in out, out[:3000]
+    for phase in ("update_corpus", "analyze_pool", "score_corpus", "select_and_export"):
+        assert phase in out
+    assert "files" in out and "rows/s" in out
+    log = next((data / "logs").glob("run-*.log"))
+    assert str(log) in out and "STEP_SUCCESS" in log.read_text(encoding="utf-8")
+    summary = out[out.rindex("Summary"):].splitlines()
+    assert [line.split()[0] for line in summary[1:] if line.strip()] == [
+        "rows", "pool", "kept", "top", "elapsed", "exports", "event", "inspect"]
+    assert "SFT" in summary[3] and "RM" in summary[3] and "PPO" in summary[3]
+    assert summary[-1].strip().startswith("inspect") and "make ui" in summary[-1]
+
+
+def test_a_failed_file_stops_the_run_before_selection(sample_cache, tmp_path, monkeypatch):
+    """A file whose run fails (here: a read error on one file): the other files are still ingested, then the
+    run stops before anything is selected or exported, naming the file, the step, why, and how to resume."""
+    import io
+
+    from rich.console import Console
+
+    from sft_assets.core.readers import UnreadableFile
+    from sft_assets.defs import ingest
+
+    def failing_read(path, relpath, options):
+        if relpath == "broken.json":
+            raise UnreadableFile(f"cannot read {path}: Input/output error")
+        return read_file(path, relpath, options)
+
+    read_file = ingest.read_file
+    monkeypatch.setattr(ingest, "read_file", failing_read)
+    data = tmp_path / "data"
+    write_sample(data)
+    (data / "raw" / "broken.json").write_text("[]", encoding="utf-8")
+    defs = build_defs(Settings.from_env({"SFT_ASSETS_DATA": str(data), "SFT_ASSETS_CACHE": str(sample_cache)}))
+    instance = dg.DagsterInstance.ephemeral()
+    screen = io.StringIO()
+    assert run_all(defs=defs, instance=instance, console=Console(file=screen, soft_wrap=True)) == 1
+    out = screen.getvalue()
+    assert "FAILED update_corpus: file 'broken.json', step ingest: broken.json: cannot read" in out, out
+    assert "Input/output error" in out and "Stopped after update_corpus" in out and "make run" in out
+    store = defs.resources["warehouse"].warehouse()
+    assert store.exists("raw_records", "en_instructions.json")  # the other files are done
+    assert not store.exists("candidate_pool") and not store.exists("selection_decisions")
+    assert not (data / "exports").exists()

@@ -1,10 +1,13 @@
 """Live operation end to end: a file dropped into the raw root of a running ``dagster dev`` ends in fresh
-exports through the sensor and declarative automation alone, and costs one partition's scoring."""
+exports through the sensor and declarative automation alone, and costs one partition's scoring; so does
+a change to that file; its deletion rebuilds the pool and the exports without it. The tests run in order
+on one ``dagster dev``."""
 
 import json
 import os
 import time
 
+import polars as pl
 import pytest
 
 from sft_assets_tests.e2e.conftest import wait_for
@@ -39,6 +42,35 @@ def tag(run: dict, key: str) -> str | None:
     return next((t["value"] for t in run["tags"] if t["key"] == key), None)
 
 
+def wait_until_settled(live, since: float, after: str) -> float:
+    """When the exports were last written after ``after``'s last materialization since ``since``, once no run
+    is left to finish; fails on a failed or canceled run."""
+    def settled() -> float | None:
+        before = [t for t, _ in materialized_since(live, after, since)]
+        exported = [t for t, _ in materialized_since(live, "exports", since)]
+        runs = runs_since(live, since)
+        assert not [r for r in runs if r["status"] in ("FAILURE", "CANCELED")], runs
+        busy = any(r["status"] in IN_PROGRESS for r in runs)
+        return max(exported) if before and exported and max(exported) > max(before) and not busy else None
+
+    return wait_for(settled, 480, "the automation to rebuild up to the exports", interval=3)
+
+
+def assert_built_from_fresh_decisions(live, since: float) -> None:
+    """Item 12's guarantee: every sft_dataset and exports build since ``since`` came after the last
+    selection_decisions build before it, and selection came after the last pool rebuild before it."""
+    decided = [t for t, _ in materialized_since(live, "selection_decisions", since)]
+    pooled = [t for t, _ in materialized_since(live, "candidate_pool", since)]
+    assert decided and pooled and min(decided) > max(pooled)
+    for asset in ("sft_dataset", "exports"):
+        built = [t for t, _ in materialized_since(live, asset, since)]
+        assert built and min(built) > min(decided), asset
+
+
+def exported_corpora(live) -> set[str]:
+    return set(pl.read_parquet(live.data / "warehouse" / "sft_dataset.parquet")["corpus"])
+
+
 def test_sensor_and_automation_are_on_by_default(live_dagster):
     nodes = live_dagster.graphql(SENSORS)["repositoriesOrError"]["nodes"]
     status = {s["name"]: s["sensorState"]["status"] for node in nodes for s in node["sensors"]}
@@ -61,16 +93,7 @@ def test_a_dropped_file_ends_in_fresh_exports(live_dagster, corpora, artifacts, 
              "raw_files_sensor to add the partition")
     registered = time.time() - dropped
 
-    def settled() -> float | None:
-        """When the exports were written after the new partition's scores, once no run is left to finish."""
-        scored = [t for t, _ in materialized_since(live, "ppl_scores", dropped)]
-        exported = [t for t, _ in materialized_since(live, "exports", dropped)]
-        runs = runs_since(live, dropped)
-        assert not [r for r in runs if r["status"] in ("FAILURE", "CANCELED")], runs
-        busy = any(r["status"] in IN_PROGRESS for r in runs)
-        return max(exported) if scored and exported and max(exported) > max(scored) and not busy else None
-
-    exported_at = wait_for(settled, 480, "the automation to rebuild up to the exports", interval=3)
+    exported_at = wait_until_settled(live, dropped, "ppl_scores")
     time.sleep(15)  # several automation ticks: nothing more may start once the exports are fresh
     runs = runs_since(live, dropped)
     (artifacts / "live_runs.json").write_text(json.dumps(runs, indent=1), encoding="utf-8")
@@ -87,9 +110,46 @@ def test_a_dropped_file_ends_in_fresh_exports(live_dagster, corpora, artifacts, 
     new_instructions = {r["instruction"] for r in rows}
     assert any(r["instruction"] in new_instructions for r in json.loads(sft_export.read_text(encoding="utf-8")))
     assert sft_export.read_bytes() != before and sft_export.stat().st_mtime >= dropped
+    assert_built_from_fresh_decisions(live, dropped)
 
     timings = {"partition_registered_s": round(registered, 1),
                "drop_to_fresh_exports_s": round(exported_at - dropped, 1), "runs": len(runs)}
     (artifacts / "live_timings.json").write_text(json.dumps(timings, indent=1), encoding="utf-8")
     for key, value in timings.items():
         record_property(key, value)
+
+
+def test_a_changed_file_is_reingested_and_rescored_alone(live_dagster, corpora):
+    live = live_dagster
+    rows = json.loads((corpora / SOURCE).read_text(encoding="utf-8"))[NEW_ROWS: 2 * NEW_ROWS]
+    staged = live.data / "staged.json"
+    staged.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    changed = time.time()
+    os.replace(staged, live.data / "raw" / NEW_KEY)
+
+    wait_until_settled(live, changed, "ppl_scores")
+    time.sleep(15)
+    runs = runs_since(live, changed)
+    assert all(r["status"] == "SUCCESS" for r in runs), [(r["runId"], r["status"]) for r in runs]
+    ingested = [tag(r, "dagster/partition") for r in runs if tag(r, "dagster/sensor_name") == "raw_files_sensor"]
+    assert ingested == [NEW_KEY]
+    for asset in ("raw_records", "quality_labels", "ppl_scores", "option_probabilities"):
+        assert {p for _, p in materialized_since(live, asset, changed)} == {NEW_KEY}, asset
+    assert_built_from_fresh_decisions(live, changed)
+    kept = pl.read_parquet(live.data / "warehouse" / "sft_dataset.parquet").filter(pl.col("corpus") == NEW_KEY)
+    assert kept.height and set(kept["instruction"]) <= {r["instruction"] for r in rows}
+
+
+def test_a_deleted_file_leaves_the_pool_and_the_exports(live_dagster):
+    live = live_dagster
+    assert NEW_KEY in exported_corpora(live)
+    deleted = time.time()
+    (live.data / "raw" / NEW_KEY).unlink()
+
+    wait_until_settled(live, deleted, "candidate_pool")
+    time.sleep(15)
+    runs = runs_since(live, deleted)
+    assert all(r["status"] == "SUCCESS" for r in runs), [(r["runId"], r["status"]) for r in runs]
+    assert NEW_KEY not in live.graphql(PARTITIONS)["assetNodeOrError"]["partitionKeys"]
+    assert NEW_KEY not in exported_corpora(live)
+    assert_built_from_fresh_decisions(live, deleted)
