@@ -103,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--every-partition", action="store_true",
                      help="run the per-file jobs for every file, not only new or changed ones")
     sub.add_parser("home", help="create the persistent DAGSTER_HOME and print it")
+    sub.add_parser("judge", add_help=False, help="score preference files with the materialized quality judge")
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "judge":
+        from sft_assets.judge import main as judge
+
+        return judge(rest)
     args = parser.parse_args(argv)
     if args.command == "home":
         print(ensure_home())

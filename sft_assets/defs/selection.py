@@ -19,9 +19,8 @@ from sft_assets.defs.quality import reward_margins
 class SelectionConfig(dg.Config):
     """The selection policy; every field is editable in the Launchpad."""
 
-    quality_threshold: float = 0.0
-    quality_drop_fraction: float | None = 0.25
-    """Drop this lowest-scored share of the rows reaching the quality stage (on top of quality_threshold)."""
+    quality_threshold: float = 0.5
+    """An SFT row whose judged P(acceptable answer) is below this fails quality (see SelectionPolicy)."""
     require_novel: bool = True
     novelty_threshold: float = 0.5
     uncertainty_signal: str = "ppl"
@@ -85,7 +84,8 @@ def selection_decisions(config: SelectionConfig, candidate_pool: pl.DataFrame, n
         diverse_subset.select("record_id", "diverse_rank"),
         novelty_scores,
         quality_labels.unique("record_id", keep="first").select(
-            "record_id", "quality_score", quality_reasons=hard_rule_failures(pl.col("quality_reasons"))),
+            "record_id", "quality_score", quality_reasons=hard_rule_failures(pl.col("quality_reasons")),
+            quality_gate=pl.col("quality_gate") if "quality_gate" in quality_labels.columns else pl.lit(None)),
         _per_record(ppl_scores, "ppl", "ifd"),
         _per_record(option_probabilities, "option_mass"),
     )
