@@ -263,6 +263,21 @@ def _quality(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:
     )
 
 
+def quality_margin(decisions: pl.DataFrame, policy: SelectionPolicy, n: int = 10) -> pl.DataFrame:
+    """The ``n`` scored SFT rows just above the quality cut (``side`` = kept) and the ``n`` just below it
+    (dropped), closest first: what a curator reads to judge the judge. Rows a duplicate or a rule dropped
+    are left out: the score did not decide them."""
+    cut = policy.quality_threshold
+    judged = decisions.filter(
+        (pl.col("kind") == "sft") & pl.col("quality_score").is_not_null() & pl.col("quality_gate").is_null()
+        & pl.col("exact_duplicate_of").is_null() & pl.col("near_duplicate_of").is_null()
+        & (pl.col("quality_reasons").fill_null([]).list.len() == 0))
+    above = judged.filter(pl.col("quality_score") >= cut).sort("quality_score", "record_id").head(n)
+    below = judged.filter(pl.col("quality_score") < cut).sort("quality_score", "record_id", descending=[True, False]).head(n)
+    return pl.concat([above.with_columns(side=pl.lit("kept")), below.with_columns(side=pl.lit("dropped"))]).select(
+        "side", "record_id", "corpus", "quality_score")
+
+
 def _novelty(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:
     if not policy.require_novel:
         return frame

@@ -9,7 +9,7 @@ from sft_assets.core.datasets import (
 from sft_assets.core.exports import validate_exports, write_exports
 from sft_assets.core.quality import hard_rule_failures
 from sft_assets.core.plots import bar_png, png_markdown
-from sft_assets.core.selection import SIGNAL_COLUMNS, SelectionPolicy, decide, reason_counts
+from sft_assets.core.selection import SIGNAL_COLUMNS, SelectionPolicy, decide, quality_margin, reason_counts
 from sft_assets.defs.diversity import ALL_CORPORA
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import EmbeddingModel
@@ -98,6 +98,9 @@ def selection_decisions(config: SelectionConfig, candidate_pool: pl.DataFrame, n
         "dropped": int((~decisions["kept"]).sum()),
         "policy": dg.MetadataValue.json(policy.to_dict()),
         "reasons": dg.MetadataValue.md(markdown_table(counts, rows=50)),
+        "at_the_quality_cut": dg.MetadataValue.md(markdown_table(
+            quality_margin(decisions, policy).join(candidate_pool.select("record_id", "instruction", "output"),
+                                                   on="record_id", how="left", maintain_order="left"), rows=20)),
         "dropped_by_first_reason": dg.MetadataValue.md(
             png_markdown(bar_png(by_stage["stage"].to_list(), by_stage["first"].to_list(), "rows dropped, by first reason"),
                          "dropped by first reason")),
@@ -170,9 +173,10 @@ def ppo_dataset(config: PPOConfig, sft_dataset: pl.DataFrame, rm_dataset: pl.Dat
                                    description="every file parses and has the keys its loaders need")],
 )
 def exports(config: SelectionConfig, export_folder: ExportFolder, selection_decisions: pl.DataFrame,
-            sft_dataset: pl.DataFrame, rm_dataset: pl.DataFrame, ppo_prompts: pl.DataFrame, ppo_ptx: pl.DataFrame):
+            sft_dataset: pl.DataFrame, rm_dataset: pl.DataFrame, ppo_prompts: pl.DataFrame, ppo_ptx: pl.DataFrame,
+            candidate_pool: pl.DataFrame):
     written = write_exports(export_folder.path, sft_dataset, rm_dataset, ppo_prompts, ppo_ptx,
-                            selection_decisions, config.policy())
+                            selection_decisions, config.policy(), texts=candidate_pool)
     problems = validate_exports(export_folder.path)
     yield dg.MaterializeResult(metadata={
         "folder": dg.MetadataValue.path(export_folder.path),
