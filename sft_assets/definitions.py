@@ -40,7 +40,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         # Self-instruct rounds run on request only: automated, every new file would start a round.
         assets=[*automation.automate(ALL_ASSETS), *self_instruct.assets],
-        asset_checks=selection.checks,
+        asset_checks=[*selection.checks, *quality.checks],
         jobs=[*JOBS.values(), *self_instruct.jobs],
         sensors=[build_raw_files_sensor(JOBS["update_corpus"], settings.sensor_seconds),
                  automation.automation_sensor(settings.sensor_seconds)],

@@ -1,16 +1,23 @@
-"""Quality: a reward-style classifier learned from preference pairs, and cheap rules.
+"""Quality: cheap rules, and a judge of whether an answer serves its question.
 
 Uncertain data may simply be bad data, so the pipeline keeps rows that are
 "model-uncertain AND quality-passing". Two judges, cheapest first:
 
 - ``quality_rules``: named reasons a curator would drop or review an SFT row
-  (empty, one-word or copied answers, refusal boilerplate, wrong language,
-  broken encoding), as vectorized polars expressions (about 3 s per 100,000
-  rows on two busy cores).
-- ``train_quality_model`` / ``quality_scores``: a logistic regression on
-  embeddings trained with chosen = good (1) and rejected = bad (0), evaluated
-  on held-out *pairs* so both answers to a prompt are always on the same side
-  of the split (otherwise the prompt leaks and the score flatters).
+  (empty, one-word, cut-off, repeated or copied answers, unclosed code fences,
+  refusal boilerplate, wrong language, broken encoding), as vectorized polars
+  expressions.
+- ``train_quality_model`` / ``quality_scores``: a linear scorer on
+  (prompt, answer) features (does the answer fit the question, what it says,
+  is it whole), trained pairwise on helpfulness preferences (alpaca_eval) and
+  on self-supervised negatives made from the pool (another question's answer,
+  a topically close one, the answer cut, shuffled or duplicated), then
+  calibrated to P(an acceptable answer). It is measured on held-out
+  instructions only, beside the length baseline, and refused (``gate_reason``)
+  when it is no better than that baseline or than 0.9 against another
+  question's answer. Harmlessness pairs (HH-RLHF) train a separate score
+  (``train_harmlessness_model``): folded in, they would teach the judge to
+  prefer short, evasive answers.
 
 Models are persisted with skops, never pickle, and loaded only when the file's
 SHA-256 matches the hash the project recorded when it wrote the file.

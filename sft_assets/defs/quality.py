@@ -93,11 +93,6 @@ def held_out_table(report: dict) -> pl.DataFrame:
     "embeddings and structure features, trained on helpfulness preference pairs (e.g. alpaca_eval) and "
     "self-supervised negatives from the pool, measured on held-out instructions against the length baseline. "
     "`gate` says why it is not used (null: used). Saved with skops; its SHA-256 is recorded and checked on load.",
-    check_specs=[dg.AssetCheckSpec(
-        "judge_beats_baselines", asset="quality_model", blocking=True,
-        description="the judge beats the length baseline on held-out helpfulness pairs and ranks a question's own "
-        "answer above another question's >= 0.9; else it is refused (WARN: quality falls back to the rules), and "
-        "a used judge whose file does not load with its hash stops the scoring (ERROR)")],
 )
 def quality_model(context: dg.AssetExecutionContext, config: QualityModelConfig, raw_records: pl.DataFrame,
                   embedding_model: EmbeddingModel, model_store: ModelStore, raw_root: RawRoot):
@@ -125,27 +120,28 @@ def quality_model(context: dg.AssetExecutionContext, config: QualityModelConfig,
     table = held_out_table(report)
     context.log.info("quality judge, held out:\n" + markdown_table(table)
                      + (f"\nnot used: {report['gate']}" if report["gate"] else ""))
-    yield dg.Output(frame, metadata={
+    return dg.Output(frame, metadata={
         **counts, "gate": report["gate"] or "passed: the judge is used",
         "held_out": dg.MetadataValue.md(markdown_table(table, rows=20)),
         "harmlessness_datasets_left_out": int(pairs.height - helpful.height),
         **({"model_file": dg.MetadataValue.path(str(path)), "sha256": sha} if path is not None else {})})
-    yield judge_check(frame)
 
 
-def judge_check(frame: pl.DataFrame) -> dg.AssetCheckResult:
+@dg.asset_check(asset=quality_model, blocking=True,
+                description="the judge beats the length baseline on held-out helpfulness pairs and ranks a question's "
+                "own answer above another question's >= 0.9; else it is refused (WARN: quality falls back to the "
+                "rules), and a used judge whose file does not load with its hash stops the scoring (ERROR)")
+def judge_beats_baselines(quality_model: pl.DataFrame) -> dg.AssetCheckResult:
     """The gate as an asset check: WARN when the judge was refused (selection uses the rules alone),
     ERROR when a judge marked as used cannot be loaded with its recorded hash."""
-    row = frame.row(0, named=True)
+    row = quality_model.row(0, named=True)
     if row["gate"] is not None:
-        return dg.AssetCheckResult(check_name="judge_beats_baselines", passed=False,
-                                   severity=dg.AssetCheckSeverity.WARN, metadata={"refused": row["gate"]})
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"refused": row["gate"]})
     try:
         load_model(row["path"], row["sha256"])
     except (UntrustedModelFile, OSError) as exc:
-        return dg.AssetCheckResult(check_name="judge_beats_baselines", passed=False,
-                                   severity=dg.AssetCheckSeverity.ERROR, metadata={"problem": str(exc)})
-    return dg.AssetCheckResult(check_name="judge_beats_baselines", passed=True, metadata={"sha256": row["sha256"]})
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata={"problem": str(exc)})
+    return dg.AssetCheckResult(passed=True, metadata={"sha256": row["sha256"]})
 
 
 def extra_preference_records(paths: list[str], raw_root: RawRoot) -> list[pl.DataFrame]:
@@ -248,3 +244,4 @@ def quality_labels(config: QualityConfig, raw_records: pl.DataFrame, embeddings:
 
 
 assets = [quality_model, quality_labels]
+checks = [judge_beats_baselines]

@@ -14,7 +14,9 @@ from sft_assets.core.records import normalize_text
 from sft_assets.core.selection import SIGNAL_COLUMNS, decide
 from sft_assets.core.vectors import EmbeddingVectors
 from sft_assets.definitions import build_defs
-from sft_assets.defs.quality import QualityConfig, QualityModelConfig, judge_check, quality_labels, quality_model
+from sft_assets.defs.quality import (
+    QualityConfig, QualityModelConfig, judge_beats_baselines, quality_labels, quality_model,
+)
 from sft_assets.judge import main as judge_main
 from sft_assets.settings import Settings
 
@@ -74,14 +76,15 @@ def test_an_sft_only_raw_root_trains_no_judge_and_fails_nothing(read_corpus, tmp
     records = read_corpus(ALPACA).records.head(6)
     defs = build_defs(Settings.under(tmp_path))
     res = defs.resources
-    out, check = quality_model(dg.build_asset_context(), config=QualityModelConfig(), raw_records=records,
+    out = quality_model(dg.build_asset_context(), config=QualityModelConfig(), raw_records=records,
                                embedding_model=res["embedding_model"], model_store=res["model_store"],
                                raw_root=res["raw_root"])
     table = out.value
+    check = judge_beats_baselines(table)
     assert table["path"][0] is None and table["gate"][0].startswith("too few pairs to train on")
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     # a judge marked as used whose file does not load with its hash stops the scoring
-    broken = judge_check(table.with_columns(gate=pl.lit(None, dtype=pl.String), path=pl.lit(str(tmp_path / "x")),
+    broken = judge_beats_baselines(table.with_columns(gate=pl.lit(None, dtype=pl.String), path=pl.lit(str(tmp_path / "x")),
                                             sha256=pl.lit("0" * 64)))
     assert not broken.passed and broken.severity == dg.AssetCheckSeverity.ERROR
 
