@@ -319,6 +319,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 SUBCOMMANDS = {
     "run": ("materialize every asset on the raw root that is missing or unsynced", _run_arguments, _run_command),
     "home": ("create the persistent DAGSTER_HOME and print it", None, _home_command),
+    "judge": ("score preference files with the materialized quality judge", None, "sft_assets.judge"),
 }
 
 

@@ -42,7 +42,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
         # Self-instruct rounds run on request only: automated, every new file would start a round.
         assets=[*automation.automate(with_code_versions(ALL_ASSETS)), *with_code_versions(self_instruct.assets),
                 *ingest.sources],
-        asset_checks=selection.checks,
+        asset_checks=[*selection.checks, *quality.checks],
         jobs=[*JOBS.values(), *self_instruct.jobs],
         sensors=[build_raw_files_sensor(JOBS["update_corpus"], JOBS["analyze_pool"], settings.sensor_seconds),
                  automation.automation_sensor(settings.sensor_seconds)],

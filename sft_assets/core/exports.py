@@ -37,7 +37,7 @@ from typing import Any, Callable
 import polars as pl
 
 from sft_assets.core.datasets import user_prompt
-from sft_assets.core.selection import UNCATEGORIZED, SelectionPolicy, reason_counts
+from sft_assets.core.selection import UNCATEGORIZED, SelectionPolicy, quality_margin, reason_counts
 from sft_assets.core.storage import atomic_write
 
 DATASET_INFO = "dataset_info.json"
@@ -220,9 +220,11 @@ def _serialize(name: str, objects: list[dict]) -> str:
 
 def write_exports(
     folder, sft: pl.DataFrame, rm: pl.DataFrame, ppo_prompts: pl.DataFrame, ptx: pl.DataFrame,
-    decisions: pl.DataFrame, policy: SelectionPolicy,
+    decisions: pl.DataFrame, policy: SelectionPolicy, texts: pl.DataFrame | None = None,
 ) -> dict[str, Path]:
-    """Write every export file, dataset_info.json, the card and its plots; {file name: path}."""
+    """Write every export file, dataset_info.json, the card and its plots; {file name: path}.
+
+    ``texts`` (record_id, instruction, output) of candidates lets the card quote the rows at the quality cut."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     user = user_prompt(pl.col("instruction"), pl.col("input"))
@@ -243,13 +245,13 @@ def write_exports(
     reasons = reason_counts(decisions)
     written[REASONS_PLOT] = _reasons_plot(folder / REASONS_PLOT, reasons, decisions)
     written[CATEGORIES_PLOT] = _categories_plot(folder / CATEGORIES_PLOT, decisions)
-    written[CARD] = _write_text(folder / CARD, _card(rows, sft, rm, decisions, reasons, policy))
+    written[CARD] = _write_text(folder / CARD, _card(rows, sft, rm, decisions, reasons, policy, texts))
     return written
 
 
 def publish_exports(
     folder, sft: pl.DataFrame, rm: pl.DataFrame, ppo_prompts: pl.DataFrame, ptx: pl.DataFrame,
-    decisions: pl.DataFrame, policy: SelectionPolicy,
+    decisions: pl.DataFrame, policy: SelectionPolicy, texts: pl.DataFrame | None = None,
 ) -> tuple[dict[str, Path], list[str]]:
     """Write the set into ``<folder>.staging``, validate it there, and only when it passes move it in with
     one rename; the set it replaces becomes ``<folder>.previous``. Returns ({file name: published path},
@@ -262,7 +264,7 @@ def publish_exports(
     staging, previous, rejected = (folder.with_name(f"{folder.name}.{suffix}")
                                    for suffix in ("staging", "previous", "rejected"))
     shutil.rmtree(staging, ignore_errors=True)  # left by a run that died while writing
-    written = write_exports(staging, sft, rm, ppo_prompts, ptx, decisions, policy)
+    written = write_exports(staging, sft, rm, ppo_prompts, ptx, decisions, policy, texts)
     problems = validate_exports(staging)
     if problems:
         _move_over(staging, rejected)
@@ -336,7 +338,7 @@ def _kept_by(decisions: pl.DataFrame, column: str) -> pl.DataFrame:
 
 
 def _card(rows: dict[str, int], sft: pl.DataFrame, rm: pl.DataFrame, decisions: pl.DataFrame,
-          reasons: pl.DataFrame, policy: SelectionPolicy) -> str:
+          reasons: pl.DataFrame, policy: SelectionPolicy, texts: pl.DataFrame | None = None) -> str:
     languages = sorted((set(sft["lang"].drop_nulls()) | set(rm["lang"].drop_nulls())) - {"other"})
     corpora = _kept_by(decisions, "corpus").join(
         rm.group_by("corpus").agg(rm_pairs=pl.len()), on="corpus", how="full", coalesce=True,
@@ -371,8 +373,21 @@ def _card(rows: dict[str, int], sft: pl.DataFrame, rm: pl.DataFrame, decisions: 
         "## Categories",
         f"![Categories]({CATEGORIES_PLOT})",
         _md_table(_kept_by(decisions, "category")),
+        "## At the quality cut",
+        f"The 10 SFT rows just above the cut (P(acceptable answer) >= {policy.quality_threshold:g}: kept by the "
+        "quality stage) and the 10 just below it (dropped), closest first, so a curator can judge the judge.",
+        _md_table(_margin_rows(decisions, policy, texts)),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def _margin_rows(decisions: pl.DataFrame, policy: SelectionPolicy, texts: pl.DataFrame | None) -> pl.DataFrame:
+    margin = quality_margin(decisions, policy).with_columns(pl.col("quality_score").round(3))
+    if texts is None:
+        return margin
+    return margin.join(texts.select("record_id", "instruction", "output").unique("record_id", keep="first"),
+                       on="record_id", how="left", maintain_order="left").with_columns(
+        pl.col("instruction", "output").str.slice(0, 120))
 
 
 # ---------------------------------------------------------------- plots

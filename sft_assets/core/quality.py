@@ -1,16 +1,23 @@
-"""Quality: a reward-style classifier learned from preference pairs, and cheap rules.
+"""Quality: cheap rules, and a judge of whether an answer serves its question.
 
 Uncertain data may simply be bad data, so the pipeline keeps rows that are
 "model-uncertain AND quality-passing". Two judges, cheapest first:
 
 - ``quality_rules``: named reasons a curator would drop or review an SFT row
-  (empty, one-word or copied answers, refusal boilerplate, wrong language,
-  broken encoding), as vectorized polars expressions (about 3 s per 100,000
-  rows on two busy cores).
-- ``train_quality_model`` / ``quality_scores``: a logistic regression on
-  embeddings trained with chosen = good (1) and rejected = bad (0), evaluated
-  on held-out *pairs* so both answers to a prompt are always on the same side
-  of the split (otherwise the prompt leaks and the score flatters).
+  (empty, one-word, cut-off, repeated or copied answers, unclosed code fences,
+  refusal boilerplate, wrong language, broken encoding), as vectorized polars
+  expressions.
+- ``train_quality_model`` / ``quality_scores``: a linear scorer on
+  (prompt, answer) features (does the answer fit the question, what it says,
+  is it whole), trained pairwise on helpfulness preferences (alpaca_eval) and
+  on self-supervised negatives made from the pool (another question's answer,
+  a topically close one, the answer cut, shuffled or duplicated), then
+  calibrated to P(an acceptable answer). It is measured on held-out
+  instructions only, beside the length baseline, and refused (``gate_reason``)
+  when it is no better than that baseline or than 0.9 against another
+  question's answer. Harmlessness pairs (HH-RLHF) train a separate score
+  (``train_harmlessness_model``): folded in, they would teach the judge to
+  prefer short, evasive answers.
 
 Models are persisted with skops, never pickle, and loaded only when the file's
 SHA-256 matches the hash the project recorded when it wrote the file.
@@ -21,27 +28,75 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import polars as pl
 import skops.io as sio
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import StandardScaler
 from upath import UPath
 
 from sft_assets.core.storage import atomic_write
 
-# ---------------------------------------------------------------- classifier
+# ---------------------------------------------------------------- judge
 
-# Chosen on HH-RLHF harmless-base (5-fold, MiniLM embeddings): 0.3 held up
-# best from 600 to 2,312 pairs; weaker regularization overfits the 1,156 dims.
+# Chosen on the held-out splits of benchmarks/quality.py (alpaca_eval by instruction, pool corruptions).
 DEFAULT_C = 0.3
-MIN_PAIRS = 4
+# Fewer held-out pairs than this make a figure that means nothing (4 pairs gave "accuracy 1.000").
+MIN_MEASURED_PAIRS = 30
+# The gate: the judge must beat "the longer answer wins" on held-out helpfulness pairs and rank a
+# question's own answer above another question's answer this often.
+MIN_OTHER_ANSWER_ACCURACY = 0.9
+CORRUPTIONS = ("other_answer", "close_answer", "cut_50", "cut_80", "shuffled", "duplicated")
+
+Embed = Callable[[list[str]], np.ndarray]
 
 
 def _texts(values: pl.Series | Sequence[str | None]) -> pl.Series:
     return pl.Series(values, dtype=pl.String).fill_null("")
+
+
+_SENTENCE = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])|\n+")
+_COMPLETE_END = re.compile(r"[.!?。！？…:;)\]}\"'”’`*>|]\s*$|^\S{1,40}$|\d\s*$")
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE.split(text) if s.strip()]
+
+
+def _repeated_share(text: str) -> float:
+    """Share of an answer's sentences (10+ characters) that repeat an earlier one."""
+    parts = [s.strip() for s in _sentences(text) if len(s.strip()) >= 10]
+    return 1.0 - len(set(parts)) / len(parts) if parts else 0.0
+
+
+def _unbalanced(text: str) -> bool:
+    """An odd number of code fences, or brackets that do not pair up (a cut or garbled answer)."""
+    if text.count("```") % 2:
+        return True
+    return any(text.count(a) != text.count(b) for a, b in ("()", "[]", "{}", "（）"))
+
+
+STRUCTURE_FEATURES = ("log_answer_chars", "log_prompt_chars", "log_ratio", "ends_complete", "unbalanced",
+                      "repeated_share", "log_lines")
+
+
+def structure_features(prompt_text: pl.Series | Sequence[str | None],
+                       response_text: pl.Series | Sequence[str | None]) -> np.ndarray:
+    """``STRUCTURE_FEATURES`` of each answer: lengths, whether it ends like a finished text, unbalanced
+    fences or brackets, repeated sentences, line count. The embedding reads only an answer's first
+    tokens, so a cut or padded answer is visible here only."""
+    answers, prompts = _texts(response_text).to_list(), _texts(prompt_text).to_list()
+    a_len = np.log1p(np.array([len(a) for a in answers], dtype=np.float32))
+    p_len = np.log1p(np.array([len(p) for p in prompts], dtype=np.float32))
+    return np.column_stack([
+        a_len, p_len, a_len - p_len,
+        [bool(_COMPLETE_END.search(a.strip())) for a in answers],
+        [_unbalanced(a) for a in answers],
+        [_repeated_share(a) for a in answers],
+        np.log1p([a.strip().count("\n") for a in answers]),
+    ]).astype(np.float32)
 
 
 def quality_features(
@@ -50,88 +105,280 @@ def quality_features(
     prompt_text: pl.Series | Sequence[str | None],
     response_text: pl.Series | Sequence[str | None],
 ) -> np.ndarray:
-    """Features of (prompt, response): both embeddings, their elementwise product
-    (does the answer address the question), log lengths, the log length ratio
-    and the cosine similarity (embeddings are L2-normalized)."""
+    """Features of (prompt, response): does the answer fit the question (cosine and the elementwise product
+    of the L2-normalized embeddings), what it says (its embedding), and ``structure_features``. The prompt's
+    own vector is left out: it is the same on both sides of a pair and would only shift the score by topic."""
     prompt = np.asarray(prompt_emb, dtype=np.float32)
     response = np.asarray(response_emb, dtype=np.float32)
     if prompt.shape != response.shape or prompt.ndim != 2:
         raise ValueError(f"prompt and response embeddings must be equal 2-d shapes, "
                          f"got {prompt.shape} and {response.shape}")
-    p_len = np.log1p(_texts(prompt_text).str.len_chars().to_numpy().astype(np.float32))
-    r_len = np.log1p(_texts(response_text).str.len_chars().to_numpy().astype(np.float32))
-    if len(p_len) != len(prompt) or len(r_len) != len(prompt):
+    structure = structure_features(prompt_text, response_text)
+    if len(structure) != len(prompt):
         raise ValueError("one text per embedding row is needed")
     product = prompt * response
-    extra = np.column_stack([p_len, r_len, r_len - p_len, product.sum(axis=1)])
-    return np.hstack([prompt, response, product, extra])
+    return np.hstack([product.sum(axis=1, keepdims=True), product, response, structure])
 
 
-def _pairwise_accuracy(good: np.ndarray, bad: np.ndarray) -> float:
-    """Share of pairs where the good side scores higher; ties count half."""
+def pairwise_accuracy(good: np.ndarray, bad: np.ndarray) -> float | None:
+    """Share of pairs where the good side scores higher, ties counting half; None below
+    ``MIN_MEASURED_PAIRS`` pairs, where a figure would mean nothing."""
+    good, bad = np.asarray(good, dtype=float), np.asarray(bad, dtype=float)
+    if len(good) < MIN_MEASURED_PAIRS:
+        return None
     return float(np.mean((good > bad) + 0.5 * (good == bad)))
 
 
+def length_baseline(good_text: Sequence[str], bad_text: Sequence[str]) -> float | None:
+    """The trivial judge to beat: the longer answer wins."""
+    return pairwise_accuracy(np.array([len(t) for t in good_text]), np.array([len(t) for t in bad_text]))
+
+
+def show_accuracy(value: float | None, n: int) -> str:
+    """A figure for a log line or a table: too few pairs are said, not printed as 1.000."""
+    return f"too few pairs to measure (n={n})" if value is None else f"{value:.3f} (n={n})"
+
+
+# ---------------------------------------------------------------- self-supervised negatives
+
+
+def cut_answer(text: str, fraction: float) -> str:
+    """The answer's first ``fraction`` of characters, ended at the last space before the cut if any."""
+    cut = text[: max(1, int(len(text) * fraction))]
+    space = cut.rfind(" ")
+    return cut[:space] if space > len(cut) // 2 else cut
+
+
+def corrupted_answer(text: str, kind: str, rng: np.random.Generator) -> str | None:
+    """A damaged copy of an answer (None when the damage does not apply, e.g. one sentence to shuffle)."""
+    if kind == "cut_50":
+        return cut_answer(text, 0.5)
+    if kind == "cut_80":
+        return cut_answer(text, 0.8)
+    if kind == "duplicated":
+        return f"{text}\n{text}"
+    if kind == "shuffled":
+        parts = _sentences(text)
+        if len(parts) < 3:
+            return None
+        order = rng.permutation(len(parts))
+        while (order == np.arange(len(parts))).all():
+            order = rng.permutation(len(parts))
+        return " ".join(parts[i] for i in order)
+    raise ValueError(f"unknown corruption {kind!r}")
+
+
+def other_answer_index(prompt_emb: np.ndarray, answers: Sequence[str], rng: np.random.Generator,
+                       close: bool) -> np.ndarray:
+    """For each row, a row whose answer it gets as a negative: a random other row, or (``close``) the row
+    whose prompt is nearest but whose answer differs (a topically close question's answer)."""
+    n = len(answers)
+    if not close:
+        shift = rng.integers(1, n, size=n)
+        return (np.arange(n) + shift) % n
+    sims = prompt_emb @ prompt_emb.T
+    same = np.array(answers, dtype=object)[:, None] == np.array(answers, dtype=object)[None, :]
+    sims[same] = -np.inf  # itself, and rows with the very same answer
+    sims[np.isclose(sims, 1.0, atol=1e-4)] = -np.inf  # the same question asked twice
+    return sims.argmax(axis=1)
+
+
+def corruption_pairs(pool: pl.DataFrame, prompt_emb: np.ndarray, answer_emb: np.ndarray, embed_answers: Embed,
+                     seed: int, kinds: Sequence[str] = CORRUPTIONS) -> dict[str, dict]:
+    """Per corruption kind, (good, bad) pairs on the pool rows ``pool`` (``prompt``, ``answer``):
+    row indices into ``pool`` and the bad answers' texts and vectors."""
+    rng = np.random.default_rng(seed)
+    answers = pool["answer"].to_list()
+    out = {}
+    for kind in kinds:
+        if kind in ("other_answer", "close_answer"):
+            if len(answers) < 2:
+                continue
+            other = other_answer_index(prompt_emb, answers, rng, close=kind == "close_answer")
+            out[kind] = {"rows": np.arange(len(answers)), "bad": [answers[i] for i in other],
+                         "bad_emb": answer_emb[other]}
+            continue
+        damaged = [corrupted_answer(a, kind, rng) for a in answers]
+        rows = np.array([i for i, d in enumerate(damaged) if d is not None and d != answers[i]], dtype=int)
+        bad = [damaged[i] for i in rows]
+        out[kind] = {"rows": rows, "bad": bad, "bad_emb": embed_answers(bad) if bad else np.zeros((0, 0))}
+    return out
+
+
+# ---------------------------------------------------------------- training
+
+
+def held_out_mask(texts: Sequence[str], test_fraction: float, seed: int) -> np.ndarray:
+    """True for the held-out rows: whole groups of the same text (an instruction) go to one side."""
+    keys = pl.Series(list(texts), dtype=pl.String).fill_null("")
+    unique = keys.unique(maintain_order=True).to_list()
+    order = np.random.default_rng(seed).permutation(len(unique))
+    held = {unique[i] for i in order[: round(test_fraction * len(unique))]}
+    return keys.is_in(list(held)).to_numpy()
+
+
+def _fit_pairwise(good: np.ndarray, bad: np.ndarray, weight: np.ndarray, C: float) -> LogisticRegression:
+    """A linear scorer w with w·good > w·bad: logistic regression on feature differences, both signs."""
+    diff = good - bad
+    X = np.vstack([diff, -diff])
+    y = np.r_[np.ones(len(diff), dtype=np.int8), np.zeros(len(diff), dtype=np.int8)]
+    return LogisticRegression(C=C, fit_intercept=False, max_iter=5000).fit(X, y, sample_weight=np.r_[weight, weight])
+
+
+def _calibrated(ranker: LogisticRegression, scale: StandardScaler, positive: np.ndarray,
+                negative: np.ndarray) -> LogisticRegression:
+    """One logistic regression giving P(acceptable) = sigmoid(a·(w·x̃) + b): Platt scaling of the ranker's
+    score w·x̃ (x̃ standardized) fitted on held-out real answers (1) against damaged or mismatched ones (0),
+    folded into a single model so the saved file is one trusted type."""
+    def raw(X):
+        return scale.transform(X) @ ranker.coef_[0]
+    s = np.r_[raw(positive), raw(negative)]
+    y = np.r_[np.ones(len(positive)), np.zeros(len(negative))]
+    weight = np.r_[np.full(len(positive), 0.5 / max(len(positive), 1)), np.full(len(negative), 0.5 / max(len(negative), 1))]
+    platt = LogisticRegression(C=1e4, max_iter=1000).fit(s[:, None], y, sample_weight=weight * len(y))
+    a, b = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+    # w·((x - mean) / sd) = (w / sd)·x - w·(mean / sd)
+    w = ranker.coef_[0] / scale.scale_
+    model = LogisticRegression()
+    model.classes_ = np.array([0, 1])
+    model.coef_ = (a * w)[None, :]
+    model.intercept_ = np.array([b - a * float(w @ scale.mean_)])
+    model.n_features_in_ = len(w)
+    model.n_iter_ = np.array([0])
+    return model
+
+
 def train_quality_model(
-    prompt_emb: np.ndarray,
-    chosen_emb: np.ndarray,
-    rejected_emb: np.ndarray,
     pairs: pl.DataFrame,
+    pool: pl.DataFrame,
+    embed_prompts: Embed,
+    embed_answers: Embed,
     *,
     test_fraction: float = 0.25,
     C: float = DEFAULT_C,
     seed: int = 0,
-) -> tuple[LogisticRegression, dict]:
-    """Train chosen-vs-rejected on preference pairs; report held-out pair metrics.
+) -> tuple[LogisticRegression | None, dict]:
+    """Train the helpfulness judge; return it (None when there is nothing to train on) and its report.
 
-    ``pairs`` holds the texts (``prompt``, ``chosen``, ``rejected``) row-aligned
-    with the embeddings. Pairs whose two answers are the same text teach
-    nothing and are skipped and counted. A seeded ``test_fraction`` of pairs is
-    held out whole; the report's metrics come from it, then the returned model
-    is refit on every usable pair with the same settings.
+    ``pairs``: helpfulness preference pairs (``prompt``, ``chosen``, ``rejected``), e.g. alpaca_eval;
+    may be empty. ``pool``: SFT rows (``prompt``, ``answer``) that supply self-supervised negatives
+    (``CORRUPTIONS``). Both are split by prompt text, so no instruction is on both sides; the judge is
+    fitted on the train side, calibrated to P(acceptable answer) and measured on the held-out side, and
+    the saved model is exactly the one measured. The report holds per-source held-out pairwise accuracy
+    beside the length baseline, and ``gate``: None when the judge may be used, else why not.
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    chosen_text = _texts(pairs["chosen"])
-    rejected_text = _texts(pairs["rejected"])
-    prompt_text = _texts(pairs["prompt"])
-    keep = (chosen_text.str.strip_chars() != rejected_text.str.strip_chars()).to_numpy()
-    n_skipped = int((~keep).sum())
-    idx = np.flatnonzero(keep)
-    if len(idx) < MIN_PAIRS:
-        raise ValueError(f"need at least {MIN_PAIRS} pairs with different answers, got {len(idx)} "
-                         f"({n_skipped} skipped as identical)")
+    pairs = pairs.select(prompt=_texts(pairs["prompt"]), chosen=_texts(pairs["chosen"]),
+                         rejected=_texts(pairs["rejected"])) if pairs.height else pl.DataFrame(
+        schema={"prompt": pl.String, "chosen": pl.String, "rejected": pl.String})
+    decided = pairs["chosen"].str.strip_chars() != pairs["rejected"].str.strip_chars()
+    report: dict = {"n_pairs": pairs.height, "n_skipped_identical": int((~decided).sum()), "C": C, "seed": seed,
+                    "test_fraction": test_fraction}
+    pairs = pairs.filter(decided)
+    pool = pool.filter(pl.col("answer").str.strip_chars() != "").unique("answer", keep="first", maintain_order=True)
+    report["n_pool_rows"] = pool.height
 
-    good = quality_features(prompt_emb, chosen_emb, prompt_text, chosen_text)
-    bad = quality_features(prompt_emb, rejected_emb, prompt_text, rejected_text)
-    idx = np.random.default_rng(seed).permutation(idx)
-    n_test = min(max(1, round(test_fraction * len(idx))), len(idx) - 2)
-    test, train = idx[:n_test], idx[n_test:]
+    good_parts, bad_parts, weights, held = [], [], [], {}
+    if pairs.height:
+        test = held_out_mask(pairs["prompt"], test_fraction, seed)
+        p_emb = embed_prompts(pairs["prompt"].to_list())
+        g = quality_features(p_emb, embed_answers(pairs["chosen"].to_list()), pairs["prompt"], pairs["chosen"])
+        b = quality_features(p_emb, embed_answers(pairs["rejected"].to_list()), pairs["prompt"], pairs["rejected"])
+        report |= {"n_preference_train": int((~test).sum()), "n_preference_test": int(test.sum())}
+        good_parts.append(g[~test]), bad_parts.append(b[~test])
+        held["preference"] = (g[test], b[test], pairs.filter(test))
+    if pool.height >= 4:
+        test = held_out_mask(pool["prompt"], test_fraction, seed + 1)
+        report |= {"n_pool_train": int((~test).sum()), "n_pool_test": int(test.sum())}
+        for side, rows in (("train", pool.filter(~test)), ("test", pool.filter(test))):
+            if rows.height < 2:
+                continue
+            p_emb, a_emb = embed_prompts(rows["prompt"].to_list()), embed_answers(rows["answer"].to_list())
+            real = quality_features(p_emb, a_emb, rows["prompt"], rows["answer"])
+            for kind, made in corruption_pairs(rows, p_emb, a_emb, embed_answers, seed).items():
+                if not len(made["rows"]):
+                    continue
+                idx = made["rows"]
+                bad = quality_features(p_emb[idx], made["bad_emb"], rows["prompt"][idx], made["bad"])
+                if side == "train":
+                    good_parts.append(real[idx]), bad_parts.append(bad)
+                else:
+                    held[kind] = (real[idx], bad, rows[idx].with_columns(bad=pl.Series(made["bad"])))
+            if side == "test":
+                held["real"] = real
+    n_train = sum(len(g) for g in good_parts)
+    if n_train < MIN_MEASURED_PAIRS or "real" not in held:
+        report["gate"] = (f"too few pairs to train on (n={n_train}; {pairs.height} preference pairs, "
+                          f"{pool.height} SFT answers)")
+        return None, report
+    # Every source weighs the same in training: the preference pairs are few beside the corruption pairs.
+    weights = [np.full(len(g), 1.0 / len(g)) for g in good_parts]
+    good, bad, weight = np.vstack(good_parts), np.vstack(bad_parts), np.concatenate(weights)
+    weight = weight * len(weight) / weight.sum()
+    scale = StandardScaler().fit(np.vstack([good, bad]))
+    ranker = _fit_pairwise(scale.transform(good), scale.transform(bad), weight, C)
+    negatives = np.vstack([held[k][1] for k in CORRUPTIONS if k in held])
+    model = _calibrated(ranker, scale, held["real"], negatives)
 
-    def fit(rows: np.ndarray) -> LogisticRegression:
-        X = np.vstack([good[rows], bad[rows]])
-        y = np.r_[np.ones(len(rows), dtype=np.int8), np.zeros(len(rows), dtype=np.int8)]
-        return LogisticRegression(C=C, max_iter=3000).fit(X, y)
+    report["held_out"] = evaluate_held_out(model, held)
+    report["gate"] = gate_reason(report["held_out"])
+    return model, report
 
-    held_out = fit(train)
-    s_good = held_out.predict_proba(good[test])[:, 1]
-    s_bad = held_out.predict_proba(bad[test])[:, 1]
-    longer = _pairwise_accuracy(chosen_text.str.len_chars().to_numpy()[test].astype(float),
-                                rejected_text.str.len_chars().to_numpy()[test].astype(float))
-    report = {
-        "n_pairs": pairs.height,
-        "n_skipped_identical": n_skipped,
-        "n_train_pairs": len(train),
-        "n_test_pairs": len(test),
-        "pairwise_accuracy": _pairwise_accuracy(s_good, s_bad),
-        "roc_auc": float(roc_auc_score(np.r_[np.ones(n_test), np.zeros(n_test)], np.r_[s_good, s_bad])),
-        # The trivial judge to beat: always prefer the longer (or always the shorter) answer.
-        "length_baseline_accuracy": max(longer, 1.0 - longer),
-        "C": C,
-        "seed": seed,
-        "refit_on_all_pairs": True,
-    }
-    return fit(idx), report
+
+def train_harmlessness_model(pairs: pl.DataFrame, embed_prompts: Embed, embed_answers: Embed, *,
+                             test_fraction: float = 0.25, C: float = DEFAULT_C,
+                             seed: int = 0) -> tuple[LogisticRegression | None, dict]:
+    """A separate harmlessness score from HH-style pairs (chosen = the safer answer), on the same features.
+
+    Kept apart from the helpfulness judge: on HH harmless-base the chosen answer is often the shorter,
+    more evasive one, so folding it in would teach the judge to punish relevance and length."""
+    pairs = pairs.filter(_texts(pairs["chosen"]).str.strip_chars() != _texts(pairs["rejected"]).str.strip_chars())
+    report = {"n_pairs": pairs.height, "test_fraction": test_fraction, "accuracy": None, "length_baseline": None}
+    if pairs.height < 2 * MIN_MEASURED_PAIRS:
+        report["n_test_pairs"] = 0
+        return None, report
+    p_emb = embed_prompts(pairs["prompt"].to_list())
+    good, bad = (quality_features(p_emb, embed_answers(pairs[side].to_list()), pairs["prompt"], pairs[side])
+                 for side in ("chosen", "rejected"))
+    test = held_out_mask(pairs["prompt"], test_fraction, seed)
+    scale = StandardScaler().fit(np.vstack([good[~test], bad[~test]]))
+    ranker = _fit_pairwise(scale.transform(good[~test]), scale.transform(bad[~test]), np.ones(int((~test).sum())), C)
+    s_good, s_bad = (scale.transform(x[test]) @ ranker.coef_[0] for x in (good, bad))
+    report |= {"n_test_pairs": int(test.sum()), "accuracy": pairwise_accuracy(s_good, s_bad),
+               "length_baseline": length_baseline(pairs.filter(test)["chosen"].to_list(),
+                                                  pairs.filter(test)["rejected"].to_list())}
+    return ranker, report
+
+
+def evaluate_held_out(model: LogisticRegression, held: dict) -> dict[str, dict]:
+    """Per source: n, the judge's pairwise accuracy, the length baseline (None below the measurable size)."""
+    out = {}
+    for kind, value in held.items():
+        if kind == "real":
+            continue
+        good, bad, rows = value
+        bad_text = rows["rejected"] if kind == "preference" else rows["bad"]
+        good_text = rows["chosen"] if kind == "preference" else rows["answer"]
+        out[kind] = {"n": len(good),
+                     "accuracy": pairwise_accuracy(model.decision_function(good), model.decision_function(bad)),
+                     "length_baseline": length_baseline(good_text.to_list(), bad_text.to_list())}
+    return out
+
+
+def gate_reason(held_out: dict[str, dict]) -> str | None:
+    """Why the judge must not be used, or None: it must beat the length baseline on held-out helpfulness
+    pairs (when there are any) and rank the real answer above another question's answer
+    ``MIN_OTHER_ANSWER_ACCURACY`` of the time."""
+    other = held_out.get("other_answer", {})
+    if other.get("accuracy") is None:
+        return f"other_answer: too few pairs to measure (n={other.get('n', 0)})"
+    if other["accuracy"] < MIN_OTHER_ANSWER_ACCURACY:
+        return f"other_answer {other['accuracy']:.3f}<{MIN_OTHER_ANSWER_ACCURACY}"
+    pref = held_out.get("preference")
+    if pref is not None and pref["accuracy"] is not None and pref["accuracy"] <= pref["length_baseline"]:
+        return f"preference {pref['accuracy']:.3f}<=length {pref['length_baseline']:.3f}"
+    return None
 
 
 def quality_scores(
@@ -141,7 +388,7 @@ def quality_scores(
     prompt_text: pl.Series | Sequence[str | None],
     response_text: pl.Series | Sequence[str | None],
 ) -> np.ndarray:
-    """Probability in [0, 1] that each response is a good answer to its prompt."""
+    """Calibrated P(an acceptable answer to this prompt), in [0, 1]."""
     X = quality_features(prompt_emb, response_emb, prompt_text, response_text)
     if X.shape[1] != model.n_features_in_:
         raise ValueError(f"model expects {model.n_features_in_} features, got {X.shape[1]}: "
@@ -209,6 +456,11 @@ RULES: dict[str, str] = {
                       "English sentences (unless the prompt carries English text to work on) or an English prompt "
                       "answered in Chinese; translation and code requests are exempt",
     "broken_encoding": "U+FFFD replacement characters or UTF-8 mojibake (e.g. 'Ã©', 'â€™') in any field",
+    "cut_off": "the answer stops mid-sentence: it ends with a comma, an opening bracket or a dangling word "
+               "(and, the, of, to ...); poems, songs and tasks about words are exempt",
+    "unbalanced_fence": "an odd number of ``` code fences: a code block that never closes",
+    "repeated_text": "the answer repeats itself: one sentence, three times or more, is half its sentences, or its second "
+                     "half copies its first; poems and songs are exempt",
 }
 
 _CJK = "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
@@ -252,6 +504,22 @@ _CP1252_TAIL = "\u0080-\u00bf\u20ac\u201a\u0192\u201e\u2026\u2020\u2021\u02c6\u2
 _MOJIBAKE = f"\ufffd|[ÃÂ][{_CP1252_TAIL}]|â€|[äåæçèé][{_CP1252_TAIL}]{{2}}"
 
 
+# A comma ends a cut answer only after a line of three or more words (not "Best," under a letter).
+_CUT_END = r"([，、(（]|(^|\n)[^\n]*\S[ \t]+\S+[ \t]+[^\n]*,|\s(and|or|the|a|an|of|to|with|for|in|that|is|are|was|were))$"
+# Where an answer may end on a dangling word: verse, and tasks about words themselves.
+_CUT_EXEMPT = r"(?i)poem|haiku|song|lyric|verse|rhyme|limerick|carol|chant|\b(sort|arrange|order|word|phrase)|诗|歌|词"
+
+
+def _repeats_itself(text: str) -> bool:
+    # Sentences with 10+ letters: table rules and list numbers are not text.
+    parts = [p.strip() for p in _sentences(text) if len(re.findall(r"\w", p)) >= 10]
+    top = max((parts.count(p) for p in set(parts)), default=0)
+    if top >= 3 and top * 2 >= len(parts):
+        return True
+    half = len(text) // 2
+    return len(text) >= 80 and text[:half].strip() == text[half:].strip()
+
+
 def _squash(expr: pl.Expr) -> pl.Expr:
     """White space runs made one space, none around: the form copies are compared in.
 
@@ -274,6 +542,7 @@ def quality_rules(frame: pl.DataFrame) -> pl.Series:
         pl.col("instruction").fill_null(""),
         pl.col("input").fill_null(""),
         _squash(pl.col("output").fill_null("")).alias("output"),
+        pl.col("output").fill_null("").alias("raw_output"),  # line breaks kept: sentences, fences
     ).with_columns(prompt=pl.concat_str(["instruction", "input"], separator="\n"))
     instruction, given_input, output, prompt = (pl.col(c) for c in ("instruction", "input", "output", "prompt"))
     texts = texts.with_columns(
@@ -297,6 +566,10 @@ def quality_rules(frame: pl.DataFrame) -> pl.Series:
             | ((prompt_cjk == 0) & (prompt_latin > 0) & _is_zh(out_cjk, out_latin) & (out_cjk >= 2))
         ),
         "broken_encoding": pl.any_horizontal(c.str.contains(_MOJIBAKE) for c in (instruction, given_input, output)),
+        "cut_off": answered & pl.col("raw_output").str.strip_chars().str.contains(_CUT_END) & ~prompt.str.contains(_CUT_EXEMPT),
+        "unbalanced_fence": (pl.col("raw_output").str.count_matches("```") % 2) == 1,
+        "repeated_text": pl.col("raw_output").map_elements(_repeats_itself, return_dtype=pl.Boolean)
+        & ~prompt.str.contains(_CUT_EXEMPT),
     }
     reasons = pl.concat_list([pl.when(cond).then(pl.lit(code)) for code, cond in checks.items()])
     return texts.select(reasons.list.drop_nulls().alias("rule_reasons")).collect().to_series()

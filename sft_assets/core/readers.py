@@ -36,6 +36,9 @@ Decisions worth knowing:
   Other names: ``ReaderOptions.column_mapping``, per folder glob. A record
   lacking a field is quarantined with the fields it has, in the reason, so a
   file with an unknown schema reads as such in the reasons' counts.
+- AlpacaEval judged pairs (``instruction``, ``output_1``, ``output_2``,
+  ``preference``) are preference records; a draw (0 or 1.5) is quarantined as
+  ``preference_draw``, so draws are counted per file.
 """
 
 from __future__ import annotations
@@ -507,6 +510,26 @@ def _preference(obj: dict) -> dict[str, Any]:
     return {"prompt": prefix[-1][1], "chosen": c_turns[-1][1], "rejected": r_turns[-1][1], "history": history}
 
 
+# AlpacaEval annotations: ``preference`` 1 = output_1 better, 2 = output_2 better; 0 and 1.5 are draws.
+_PAIRWISE_WINNER = {1: ("output_1", "output_2"), 2: ("output_2", "output_1")}
+
+
+def _pairwise_preference(obj: dict) -> dict[str, Any]:
+    """An AlpacaEval-style judged pair ``{instruction, output_1, output_2, preference}`` as a preference record.
+
+    A draw teaches no preference: it becomes a quarantine row (``preference_draw``), so it is counted, not lost."""
+    value = obj.get("preference")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecordError("bad_preference", f"preference {value!r} is not 1, 2 or a draw (0, 1.5)")
+    if value in (0, 1.5):
+        raise RecordError("preference_draw", f"preference {value}: the judge found no winner")
+    if value not in _PAIRWISE_WINNER:
+        raise RecordError("bad_preference", f"preference {value!r} is not 1, 2 or a draw (0, 1.5)")
+    better, worse = _PAIRWISE_WINNER[int(value)]
+    return {"prompt": _required(obj, "instruction"), "chosen": _required(obj, better),
+            "rejected": _required(obj, worse), "history": []}
+
+
 def _multiple_choice(obj: dict) -> dict[str, Any]:
     question = _required(obj, "question", "Question")
     options = obj.get("options")
@@ -542,6 +565,8 @@ def _classify(obj: Any) -> list[tuple[str, dict[str, Any]]]:
         raise RecordError("not_an_object", f"a {type(obj).__name__}, expected an object")
     if "chosen" in obj or "rejected" in obj:
         return [("preference", _preference(obj))]
+    if "output_1" in obj and "output_2" in obj:
+        return [("preference", _pairwise_preference(obj))]
     if "instances" in obj:
         instruction = _required(obj, "instruction")
         instances = obj["instances"]

@@ -50,7 +50,7 @@ SIGNAL_COLUMNS: dict[str, pl.DataType] = {
     "category": pl.String,  # null: uncategorized, balanced as one category
     "exact_duplicate_of": pl.String,  # record_id of the copy kept; null for the copy kept
     "near_duplicate_of": pl.String,  # record_id of the cluster leader; null for a leader
-    "quality_score": pl.Float64,  # quality classifier P(good)
+    "quality_score": pl.Float64,  # the judge's calibrated P(an acceptable answer); SFT rows only
     "quality_reasons": pl.List(pl.String),  # rule failures (cheap filters); empty or null: none
     "novelty_prob": pl.Float64,  # out-of-fold P(looks like the curated reference set)
     "ppl": pl.Float64,  # perplexity of the answer
@@ -98,13 +98,13 @@ class SelectionPolicy:
     # Similarity above which the near-duplicate stage clusters rows; decide()
     # trusts near_duplicate_of and keeps this here so the card states it.
     near_duplicate_threshold: float = 0.9
-    # Quality (rule failures always drop): drop the lowest-scored share of the rows
-    # reaching the stage, and anything below the absolute threshold. The share is
-    # the default because a reward model trained on other data (HH-RLHF dialogues)
-    # is shifted on SFT answers: on the shared corpora its median is below 0.5,
-    # so an absolute 0.5 would drop most of the pool.
-    quality_threshold: float = 0.0
-    quality_drop_fraction: float | None = 0.25
+    # Quality (rule failures always drop): an SFT row whose judged P(acceptable answer) is below
+    # quality_threshold fails. The judge is calibrated on held-out pool rows, a question's own whole answer
+    # (acceptable) against another question's answer or a cut, shuffled or duplicated one (not), weighted
+    # equally: below 0.5 the answer looks more like such a failure than like an answer to its question.
+    # Multiple-choice rows have no answer-quality stage (the answer is an option letter): never judged,
+    # never "missing quality".
+    quality_threshold: float = 0.5
     # Novelty: drop rows the adversarial classifier finds like the curated set.
     require_novel: bool = True
     novelty_threshold: float = 0.5
@@ -133,8 +133,6 @@ class SelectionPolicy:
                 problems.append(f"{name} must be in [0, 1]")
         if self.uncertainty_signal not in ("ppl", "ifd"):
             problems.append("uncertainty_signal must be 'ppl' or 'ifd'")
-        if self.quality_drop_fraction is not None and not 0.0 <= self.quality_drop_fraction < 1.0:
-            problems.append("quality_drop_fraction must be in [0, 1)")
         if self.uncertainty_keep_fraction is not None and not 0.0 < self.uncertainty_keep_fraction <= 1.0:
             problems.append("uncertainty_keep_fraction must be in (0, 1]")
         if self.category_cap is not None and (isinstance(self.category_cap, bool) or self.category_cap < 1):
@@ -295,24 +293,28 @@ def _duplicates(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:
     )
 
 
-def quality_cut(frame: pl.DataFrame, policy: SelectionPolicy) -> float:
-    """The score below which a row fails: the absolute threshold, or the ``quality_drop_fraction``
-    quantile of the scores of rows still alive with no rule failure, whichever is higher."""
-    cut = policy.quality_threshold
-    if policy.quality_drop_fraction:
-        scores = frame.filter(_ALIVE & (pl.col("quality_reasons").list.len() == 0))["quality_score"].drop_nulls()
-        if scores.len():
-            cut = max(cut, float(scores.quantile(policy.quality_drop_fraction, interpolation="lower")))
-    return cut
-
-
 def _quality(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:
-    score, cut = pl.col("quality_score"), quality_cut(frame, policy)
+    score, cut = pl.col("quality_score"), policy.quality_threshold
     return _append(
         frame,
         pl.col("quality_reasons").list.eval(pl.lit("failed_quality:") + pl.element()),
-        pl.when(score < cut).then(pl.format(f"failed_quality:score={{}}<{cut:.4g}", _value(score))),
+        pl.when(score < cut).then(pl.format(f"failed_quality:p={{}}<{cut:g}", _value(score))),
     )
+
+
+def quality_margin(decisions: pl.DataFrame, policy: SelectionPolicy, n: int = 10) -> pl.DataFrame:
+    """The ``n`` scored SFT rows just above the quality cut (``side`` = kept) and the ``n`` just below it
+    (dropped), closest first: what a curator reads to judge the judge. Rows a duplicate or a rule dropped
+    are left out: the score did not decide them."""
+    cut = policy.quality_threshold
+    judged = decisions.filter(
+        (pl.col("kind") == "sft") & pl.col("quality_score").is_not_null() & pl.col("quality_gate").is_null()
+        & pl.col("exact_duplicate_of").is_null() & pl.col("near_duplicate_of").is_null()
+        & (pl.col("quality_reasons").fill_null([]).list.len() == 0))
+    above = judged.filter(pl.col("quality_score") >= cut).sort("quality_score", "record_id").head(n)
+    below = judged.filter(pl.col("quality_score") < cut).sort("quality_score", "record_id", descending=[True, False]).head(n)
+    return pl.concat([above.with_columns(side=pl.lit("kept")), below.with_columns(side=pl.lit("dropped"))]).select(
+        "side", "record_id", "corpus", "quality_score")
 
 
 def _novelty(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:

@@ -1,4 +1,4 @@
-"""Quality: a reward-style classifier trained on preference pairs, and per-corpus quality labels."""
+"""Quality: the helpfulness judge (trained once, gated on held-out data) and per-corpus quality labels."""
 
 import hashlib
 
@@ -11,7 +11,8 @@ from sft_assets.core.embedding_cache import embed_with_cache
 from sft_assets.core.datasets import user_prompt
 from sft_assets.core.plots import histogram_png, png_markdown
 from sft_assets.core.quality import (
-    hard_rule_failures, load_model, quality_rules, quality_scores, save_model, train_quality_model,
+    DEFAULT_C, UntrustedModelFile, load_model, quality_rules, quality_scores, save_model, show_accuracy,
+    train_quality_model,
 )
 from sft_assets.core.readers import UnreadableFile, read_file
 from sft_assets.core.vectors import EmbeddingVectors
@@ -43,9 +44,15 @@ def embed_answers(embedding_model: EmbeddingModel, texts: list[str]) -> np.ndarr
 
 class QualityModelConfig(dg.Config):
     extra_preference_files: list[str] = []
-    """More preference files to train on, relative to the raw root (e.g. hh_rlhf/harmless_base_test.jsonl.gz);
+    """More preference files to train on, relative to the raw root (e.g. alpaca_eval/alpaca-7b.json);
     a path that resolves outside the raw root is refused."""
-    C: float = 0.3
+    harmlessness_datasets: list[str] = ["hh_rlhf"]
+    """Preference datasets (first folder under the raw root) that judge harmlessness, not helpfulness: left out
+    of the helpfulness judge (on HH harmless-base the chosen answer is often the shorter, evasive one)."""
+    self_supervised_rows: int = 3000
+    """SFT rows (passing the rules) sampled for self-supervised negatives: another question's answer, a
+    topically close one, the answer cut, shuffled or duplicated."""
+    C: float = DEFAULT_C
     test_fraction: float = 0.25
     seed: int = 0
 
@@ -60,34 +67,84 @@ class ModelStore(dg.ConfigurableResource):
         return UPath(self.path) / name
 
 
+def self_supervised_pool(raw_records: pl.DataFrame, rows: int, seed: int) -> pl.DataFrame:
+    """A seeded sample of single-turn SFT rows that pass every rule, as (prompt, answer)."""
+    sft = raw_records.filter((pl.col("kind") == "sft") & (pl.col("history").list.len().fill_null(0) == 0))
+    sft = sft.unique("record_id", keep="first").sort("record_id")
+    sft = sft.filter(quality_rules(sft).list.len() == 0)
+    sft = sft.sample(min(rows, sft.height), seed=seed) if sft.height else sft
+    return sft.select(prompt=user_prompt(pl.col("instruction"), pl.col("input")), answer=pl.col("output").fill_null(""))
+
+
+def held_out_table(report: dict) -> pl.DataFrame:
+    """One row per held-out source: pairs, the judge's accuracy, the length baseline."""
+    held = report.get("held_out", {})
+    return pl.DataFrame({"source": list(held), "pairs": [v["n"] for v in held.values()],
+                         "accuracy": [show_accuracy(v["accuracy"], v["n"]) for v in held.values()],
+                         "length_baseline": [show_accuracy(v["length_baseline"], v["n"]) for v in held.values()]},
+                        schema={"source": pl.String, "pairs": pl.Int64, "accuracy": pl.String,
+                                "length_baseline": pl.String})
+
+
 @dg.asset(
     group_name="quality",
     kinds={"scikitlearn", "skops"},
     ins={"raw_records": ALL_CORPORA},
-    description="A chosen-vs-rejected classifier on (prompt, response) features, trained on the preference "
-    "partitions (and any extra preference files). Saved with skops; its SHA-256 is recorded and checked on load, "
-    "so a pool rebuild reuses it instead of retraining.",
+    description="The helpfulness judge: calibrated P(an acceptable answer to this question) from (prompt, answer) "
+    "embeddings and structure features, trained on helpfulness preference pairs (e.g. alpaca_eval) and "
+    "self-supervised negatives from the pool, measured on held-out instructions against the length baseline. "
+    "`gate` says why it is not used (null: used). Saved with skops; its SHA-256 is recorded and checked on load.",
 )
 def quality_model(context: dg.AssetExecutionContext, config: QualityModelConfig, raw_records: pl.DataFrame,
                   embedding_model: EmbeddingModel, model_store: ModelStore, raw_root: RawRoot):
     extra = extra_preference_records(config.extra_preference_files, raw_root)
-    pairs = raw_records.filter(pl.col("kind") == "preference")
-    pairs = pl.concat([pairs, *extra], how="vertical_relaxed").filter(pl.col("kind") == "preference")
+    pairs = pl.concat([raw_records, *extra], how="diagonal_relaxed").filter(pl.col("kind") == "preference")
     pairs = pairs.unique("record_id", keep="first", maintain_order=True)
-    prompts = pairs["prompt"].to_list()
+    helpful = pairs.filter(~pl.col("dataset").is_in(config.harmlessness_datasets))
+    pool = self_supervised_pool(raw_records, config.self_supervised_rows, config.seed)
     model, report = train_quality_model(
-        embed_strings(embedding_model, prompts), embed_answers(embedding_model, pairs["chosen"].to_list()),
-        embed_answers(embedding_model, pairs["rejected"].to_list()), pairs,
+        helpful, pool, lambda texts: embed_strings(embedding_model, texts),
+        lambda texts: embed_answers(embedding_model, texts),
         test_fraction=config.test_fraction, C=config.C, seed=config.seed)
-    path = model_store.file("quality_model.skops")
-    sha = save_model(model, path)
-    frame = pl.DataFrame({"path": [str(path)], "sha256": [sha], "embedding_model": [embedding_model.model],
-                          **{k: [float(v)] for k, v in report.items() if isinstance(v, (int, float))}})
-    context.log.info(f"quality model: held-out pairwise accuracy {report['pairwise_accuracy']:.3f}, "
-                     f"AUC {report['roc_auc']:.3f} on {report['n_test_pairs']} pairs")
-    return dg.Output(frame, data_version=model_version(model),  # a retrain to the same weights changes nothing
-                     metadata={**{k: v for k, v in report.items() if isinstance(v, (int, float))},
-                               "model_file": dg.MetadataValue.path(str(path)), "sha256": sha})
+    path, sha = None, None
+    if model is not None:
+        path = model_store.file("quality_model.skops")
+        sha = save_model(model, path)
+    held = report.get("held_out", {})
+    metrics = {f"{source}_{what}": v[what] for source, v in held.items() for what in ("accuracy", "length_baseline")}
+    counts = {k: v for k, v in report.items() if isinstance(v, int)}
+    frame = pl.DataFrame({"path": [None if path is None else str(path)], "sha256": [sha],
+                          "embedding_model": [embedding_model.model], "gate": [report["gate"]],
+                          **{k: [v] for k, v in counts.items()}, **{k: [v] for k, v in metrics.items()}},
+                         schema_overrides={"path": pl.String, "sha256": pl.String, "gate": pl.String,
+                                           **{k: pl.Float64 for k in metrics}})
+    table = held_out_table(report)
+    context.log.info("quality judge, held out:\n" + markdown_table(table)
+                     + (f"\nnot used: {report['gate']}" if report["gate"] else ""))
+    # a retrain to the same weights changes nothing downstream
+    version = model_version(model) if model is not None else dg.DataVersion(f"refused:{report['gate']}")
+    return dg.Output(frame, data_version=version, metadata={
+        **counts, "gate": report["gate"] or "passed: the judge is used",
+        "held_out": dg.MetadataValue.md(markdown_table(table, rows=20)),
+        "harmlessness_datasets_left_out": int(pairs.height - helpful.height),
+        **({"model_file": dg.MetadataValue.path(str(path)), "sha256": sha} if path is not None else {})})
+
+
+@dg.asset_check(asset=quality_model, blocking=True,
+                description="the judge beats the length baseline on held-out helpfulness pairs and ranks a question's "
+                "own answer above another question's >= 0.9; else it is refused (WARN: quality falls back to the "
+                "rules), and a used judge whose file does not load with its hash stops the scoring (ERROR)")
+def judge_beats_baselines(quality_model: pl.DataFrame) -> dg.AssetCheckResult:
+    """The gate as an asset check: WARN when the judge was refused (selection uses the rules alone),
+    ERROR when a judge marked as used cannot be loaded with its recorded hash."""
+    row = quality_model.row(0, named=True)
+    if row["gate"] is not None:
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"refused": row["gate"]})
+    try:
+        load_model(row["path"], row["sha256"])
+    except (UntrustedModelFile, OSError) as exc:
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata={"problem": str(exc)})
+    return dg.AssetCheckResult(passed=True, metadata={"sha256": row["sha256"]})
 
 
 def extra_preference_records(paths: list[str], raw_root: RawRoot) -> list[pl.DataFrame]:
@@ -103,12 +160,13 @@ def extra_preference_records(paths: list[str], raw_root: RawRoot) -> list[pl.Dat
 
 
 def reward_margins(pairs: pl.DataFrame, quality_model: pl.DataFrame, embedding_model: EmbeddingModel) -> pl.DataFrame:
-    """Quality-model scores of each pair's chosen and rejected answers (texts cached from training)."""
+    """Quality-model scores of each pair's chosen and rejected answers; null when the gate refused the judge."""
     model = _checked_model(quality_model, embedding_model)
     prompts = pairs["prompt"].fill_null("").to_list()
-    prompt_emb = embed_strings(embedding_model, prompts)
+    prompt_emb = embed_strings(embedding_model, prompts) if model is not None else None
     scores = {side: quality_scores(model, prompt_emb, embed_answers(embedding_model, pairs[side].fill_null("").to_list()),
-                                   prompts, pairs[side].fill_null("").to_list()) if pairs.height else []
+                                   prompts, pairs[side].fill_null("").to_list())
+              if pairs.height and model is not None else [None] * pairs.height
               for side in ("chosen", "rejected")}
     return pairs.select("record_id").with_columns(
         chosen_score=pl.Series(scores["chosen"], dtype=pl.Float64),
@@ -116,8 +174,11 @@ def reward_margins(pairs: pl.DataFrame, quality_model: pl.DataFrame, embedding_m
 
 
 def _checked_model(quality_model: pl.DataFrame, embedding_model: EmbeddingModel):
-    """The quality model, loaded only if its file still has the recorded hash and fits these embeddings."""
+    """The judge, loaded only if its file still has the recorded hash and fits these embeddings;
+    None when the gate refused it."""
     row = quality_model.row(0, named=True)
+    if row.get("gate") is not None:
+        return None
     if row["embedding_model"] != embedding_model.model:
         raise dg.Failure(f"quality_model was trained on {row['embedding_model']!r} embeddings; "
                          f"rematerialize it for {embedding_model.model!r}")
@@ -125,8 +186,6 @@ def _checked_model(quality_model: pl.DataFrame, embedding_model: EmbeddingModel)
 
 
 class QualityConfig(dg.Config):
-    threshold: float = 0.5
-    """Rows whose score is below this fail quality (the score is P(good answer))."""
     only_diverse_subset: bool = True
     """Score only rows K-Center picked: selection drops every other row as outside the subset whatever its
     score, and embedding every SFT answer for the model was the costliest step of a whole-corpora run. The
@@ -144,9 +203,11 @@ def quality_rows(records: pl.DataFrame, near_duplicates: pl.DataFrame, diverse_s
     partitions_def=corpus_partitions,
     group_name="quality",
     kinds={"scikitlearn", "parquet"},
-    description="For every SFT row of the corpus: cheap rule reasons (empty or one-word answer, copies the "
-    "question, refusal, wrong language, broken encoding); for rows that survived dedup and (by default) are in "
-    "the diverse subset, the quality model's score and pass/fail.",
+    description="For every SFT row of the corpus: cheap rule reasons (empty, one-word, cut-off or repeated answer, "
+    "unbalanced fences, copies the question, refusal, wrong language, broken encoding); for rows that survived "
+    "dedup and (by default) are in the diverse subset, the judge's calibrated P(acceptable answer) and the "
+    "model's SHA-256. When the gate refused the judge, scores are null and `quality_gate` says why; selection "
+    "then judges by the rules alone. Pass or fail is decided by the selection policy, not here.",
 )
 def quality_labels(config: QualityConfig, raw_records: pl.DataFrame, embeddings: EmbeddingVectors,
                    quality_model: pl.DataFrame, near_duplicates: pl.DataFrame, diverse_subset: pl.DataFrame,
@@ -154,31 +215,31 @@ def quality_labels(config: QualityConfig, raw_records: pl.DataFrame, embeddings:
     sft = raw_records.filter(pl.col("kind") == "sft")
     rows = quality_rows(raw_records, near_duplicates, diverse_subset, config.only_diverse_subset)
     model = _checked_model(quality_model, embedding_model)
+    gate, sha = quality_model["gate"][0], quality_model["sha256"][0]
     scores = np.zeros(0)
-    if rows.height:
+    if rows.height and model is not None:
         prompts = rows.select(user_prompt(pl.col("instruction"), pl.col("input"))).to_series().to_list()
         answers = rows["output"].fill_null("").to_list()
         # An SFT record's embedding is of its user prompt (records.embedding_text): reused, not embedded again.
         scores = quality_scores(model, pool_vectors(rows, embeddings), embed_answers(embedding_model, answers),
                                 prompts, answers)
-    scored = rows.select("record_id").with_columns(quality_score=pl.Series(scores, dtype=pl.Float64)).unique(
-        "record_id", keep="first")
+    scored = rows.select("record_id").head(len(scores)).with_columns(
+        quality_score=pl.Series(scores, dtype=pl.Float64), quality_model_sha=pl.lit(sha, dtype=pl.String),
+    ).unique("record_id", keep="first")
     frame = sft.select("record_id").join(scored, on="record_id", how="left", maintain_order="left").with_columns(
         quality_reasons=quality_rules(sft),
-    ).with_columns(
-        quality_pass=(pl.col("quality_score") >= config.threshold)
-        & hard_rule_failures(pl.col("quality_reasons")).list.len().eq(0),
+        quality_gate=pl.lit(None if gate is None else f"gate={gate}", dtype=pl.String),
     )
     reasons = frame.select(pl.col("quality_reasons").explode()).drop_nulls().group_by("quality_reasons").len()
     ranked = frame.drop_nulls("quality_score").join(sft.select("record_id", "instruction", "output"), on="record_id"
                                                      ).sort("quality_score")
     return dg.Output(frame, metadata={
         **table_metadata(frame),
-        "scored_rows": rows.height,
-        "not_scored_rows": sft.height - rows.height,
-        "passed": int(frame["quality_pass"].sum()),
+        "scored_rows": len(scores),
+        "not_scored_rows": sft.height - len(scores),
+        "quality_gate": gate or "passed: the judge is used",
         "rule_reasons": dg.MetadataValue.md(markdown_table(reasons.sort("len", descending=True), rows=20)),
-        "score_histogram": dg.MetadataValue.md(png_markdown(histogram_png(scores, "quality score"), "quality")),
+        "score_histogram": dg.MetadataValue.md(png_markdown(histogram_png(scores, "P(acceptable answer)"), "quality")),
         "lowest_scores": dg.MetadataValue.md(markdown_table(ranked.select("quality_score", "instruction", "output"))),
         "highest_scores": dg.MetadataValue.md(markdown_table(
             ranked.reverse().select("quality_score", "instruction", "output"))),
@@ -186,3 +247,4 @@ def quality_labels(config: QualityConfig, raw_records: pl.DataFrame, embeddings:
 
 
 assets = [quality_model, quality_labels]
+checks = [judge_beats_baselines]

@@ -9,7 +9,7 @@ from sft_assets.core.datasets import (
 from sft_assets.core.exports import publish_exports
 from sft_assets.core.quality import hard_rule_failures
 from sft_assets.core.plots import bar_png, png_markdown
-from sft_assets.core.selection import SIGNAL_COLUMNS, SelectionPolicy, decide, reason_counts
+from sft_assets.core.selection import SIGNAL_COLUMNS, SelectionPolicy, decide, quality_margin, reason_counts
 from sft_assets.defs.diversity import ALL_CORPORA
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import EmbeddingModel
@@ -24,9 +24,8 @@ PER_FILE_INPUTS = ("raw_records", "quality_labels", "ppl_scores", "option_probab
 class SelectionConfig(dg.Config):
     """The selection policy; every field is editable in the Launchpad."""
 
-    quality_threshold: float = 0.0
-    quality_drop_fraction: float | None = 0.25
-    """Drop this lowest-scored share of the rows reaching the quality stage (on top of quality_threshold)."""
+    quality_threshold: float = 0.5
+    """An SFT row whose judged P(acceptable answer) is below this fails quality (see SelectionPolicy)."""
     require_novel: bool = True
     novelty_threshold: float = 0.5
     uncertainty_signal: str = "ppl"
@@ -112,6 +111,9 @@ def selection_decisions(context: dg.AssetExecutionContext, config: SelectionConf
         "dropped": int((~decisions["kept"]).sum()),
         "policy": dg.MetadataValue.json(policy.to_dict()),
         "reasons": dg.MetadataValue.md(markdown_table(counts, rows=50)),
+        "at_the_quality_cut": dg.MetadataValue.md(markdown_table(
+            quality_margin(decisions, policy).join(candidate_pool.select("record_id", "instruction", "output"),
+                                                   on="record_id", how="left", maintain_order="left"), rows=20)),
         "dropped_by_first_reason": dg.MetadataValue.md(
             png_markdown(bar_png(by_stage["stage"].to_list(), by_stage["first"].to_list(), "rows dropped, by first reason"),
                          "dropped by first reason")),
@@ -193,9 +195,10 @@ def ppo_dataset(config: PPOConfig, sft_dataset: pl.DataFrame, rm_dataset: pl.Dat
                                    "checked before the set is published")],
 )
 def exports(config: SelectionConfig, export_folder: ExportFolder, selection_decisions: pl.DataFrame,
-            sft_dataset: pl.DataFrame, rm_dataset: pl.DataFrame, ppo_prompts: pl.DataFrame, ppo_ptx: pl.DataFrame):
+            sft_dataset: pl.DataFrame, rm_dataset: pl.DataFrame, ppo_prompts: pl.DataFrame, ppo_ptx: pl.DataFrame,
+            candidate_pool: pl.DataFrame):
     written, problems = publish_exports(export_folder.path, sft_dataset, rm_dataset, ppo_prompts, ppo_ptx,
-                                        selection_decisions, config.policy())
+                                        selection_decisions, config.policy(), texts=candidate_pool)
     yield dg.MaterializeResult(metadata={
         "folder": dg.MetadataValue.path(export_folder.path),
         "published": not problems,

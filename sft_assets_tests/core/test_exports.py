@@ -302,3 +302,24 @@ def test_a_set_that_fails_its_checks_leaves_the_published_one_in_place(tables, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exports", "exports.rejected"]
     assert validate_exports(tmp_path / "exports.rejected") == problems
     assert _publish(folder, tables)[1] == [] and _snapshot(tmp_path / "exports.previous") == good
+
+
+def test_card_shows_the_rows_at_the_quality_cut(tables, tmp_path, read_corpus):
+    """10 kept and 10 dropped rows closest to the cut, with their text, on each side of the threshold."""
+    records = real_records(read_corpus)
+    write_exports(tmp_path, tables["sft"], tables["rm"], tables["ppo_prompts"], tables["ptx"], tables["decisions"],
+                  POLICY, texts=records)
+    card = (tmp_path / CARD).read_text(encoding="utf-8")
+    section = card.split("## At the quality cut", 1)[1]
+    rows = [line for line in section.split("\n") if line.startswith("| kept") or line.startswith("| dropped")]
+    kept = [float(r.split(" | ")[3]) for r in rows if r.startswith("| kept")]
+    dropped = [float(r.split(" | ")[3]) for r in rows if r.startswith("| dropped")]
+    assert len(kept) == len(dropped) == 10
+    assert kept == sorted(kept) and dropped == sorted(dropped, reverse=True)
+    assert min(kept) >= POLICY.quality_threshold > max(dropped)
+    judged = tables["decisions"].filter((pl.col("kind") == "sft") & (pl.col("quality_reasons").list.len() == 0)
+                                        & pl.col("exact_duplicate_of").is_null()
+                                        & pl.col("near_duplicate_of").is_null())["quality_score"]
+    assert max(dropped) == round(judged.filter(judged < POLICY.quality_threshold).max(), 3)
+    first = records.filter(pl.col("record_id") == rows[0].split(" | ")[1])["instruction"][0]
+    assert first.replace("\n", " ")[:40] in rows[0]

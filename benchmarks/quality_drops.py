@@ -1,0 +1,105 @@
+"""What the quality judge drops, before and after: the previous judge (HH-RLHF-trained, the lowest-scored
+quarter dropped) against the current one (alpaca_eval + self-supervised, P(acceptable) < 0.5 dropped), on
+``--rows`` alpaca_en rows that pass the rules and that neither judge trained on.
+
+The previous judge's code is read from git (``--old-commit``), trained on HH-RLHF harmless-base as its asset
+did; the current judge is trained exactly as in benchmarks/quality.py (same seed, same embeddings cache).
+Writes benchmarks/results/quality_drops.json with counts and examples each way.
+
+    nice -n 10 .venv/bin/python benchmarks/quality_drops.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import types
+from pathlib import Path
+
+from bench_env import CORPORA, REPO  # first: offline models, the package on sys.path
+
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+from quality import ANSWER_TOKENS, Embedder, git_commit, pool_rows, records  # noqa: E402
+
+from sft_assets.core.datasets import user_prompt  # noqa: E402
+from sft_assets.core.quality import quality_rules, quality_scores, train_quality_model  # noqa: E402
+
+
+def old_module(commit: str) -> types.ModuleType:
+    source = subprocess.run(["git", "show", f"{commit}:sft_assets/core/quality.py"], cwd=REPO, check=True,
+                            capture_output=True, text=True).stdout
+    module = types.ModuleType("old_quality")
+    exec(compile(source, f"{commit}:sft_assets/core/quality.py", "exec"), module.__dict__)
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--old-commit", default="e00a9d6")
+    parser.add_argument("--pool-rows", type=int, default=1200)
+    parser.add_argument("--hh-pairs", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scratch", type=Path, default=Path("/tmp/quality_bench"))
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "quality_drops.json")
+    args = parser.parse_args()
+    embed = Embedder(args.scratch)
+
+    def prompts(texts):
+        return embed(texts)
+
+    def answers(texts):
+        return embed(texts, ANSWER_TOKENS)
+
+    pool = pool_rows(args.pool_rows, args.seed)
+    new_model, report = train_quality_model(records("alpaca_eval/*.json"), pool, prompts, answers, seed=args.seed)
+    old = old_module(args.old_commit)
+    hh = records("hh_rlhf/*.jsonl.gz").head(args.hh_pairs)
+    old_model, _ = old.train_quality_model(prompts(hh["prompt"].to_list()), answers(hh["chosen"].to_list()),
+                                           answers(hh["rejected"].to_list()), hh, seed=args.seed)
+
+    sft = records("alpaca_en/alpaca_data-27270-30186.json")
+    sft = sft.filter(quality_rules(sft).list.len() == 0).with_columns(
+        prompt=user_prompt(pl.col("instruction"), pl.col("input")))
+    sft = sft.filter(~pl.col("prompt").is_in(pool["prompt"].implode())).head(args.rows)
+    p_emb, a_emb = prompts(sft["prompt"].to_list()), answers(sft["output"].to_list())
+    new = quality_scores(new_model, p_emb, a_emb, sft["prompt"], sft["output"])
+    old_scores = old.quality_scores(old_model, p_emb, a_emb, sft["prompt"], sft["output"])
+    old_cut = float(np.quantile(old_scores, 0.25, method="lower"))
+    old_drop, new_drop = old_scores < old_cut, new < 0.5
+    frame = sft.select("instruction", "input", "output").with_columns(
+        old_score=pl.Series(old_scores).round(3), new_p=pl.Series(new).round(3))
+
+    def examples(mask: np.ndarray, n: int = 5) -> list[dict]:
+        return frame.filter(pl.Series(mask)).sort("new_p").head(n).with_columns(
+            pl.col("instruction", "input", "output").str.slice(0, 300)).to_dicts()
+
+    length = sft["output"].str.len_chars().to_numpy()
+    commit, dirty = git_commit()
+    result = {
+        "rows": sft.height, "source": "alpaca_en/alpaca_data-27270-30186.json, rows passing the rules, "
+        "none of them in the judge's training pool",
+        "old": {"judge": f"{args.old_commit}: HH-RLHF-trained, first {args.hh_pairs} pairs", "cut":
+                f"lowest-scored quarter (score < {old_cut:.3f})", "dropped": int(old_drop.sum()),
+                "median_answer_chars_dropped": float(np.median(length[old_drop]))},
+        "new": {"judge": "alpaca_eval + self-supervised, calibrated", "gate": report["gate"],
+                "cut": "P(acceptable) < 0.5", "dropped": int(new_drop.sum()),
+                "median_answer_chars_dropped": float(np.median(length[new_drop])) if new_drop.any() else None},
+        "median_answer_chars_all": float(np.median(length)),
+        "dropped_by_both": int((old_drop & new_drop).sum()),
+        "spearman_old_new": float(pl.DataFrame({"a": old_scores, "b": new}).select(
+            pl.corr("a", "b", method="spearman")).item()),
+        "dropped_only_by_old": examples(old_drop & ~new_drop),
+        "dropped_only_by_new": examples(new_drop & ~old_drop),
+        "git_commit": commit, "git_dirty": dirty,
+        "command": "nice -n 10 .venv/bin/python benchmarks/quality_drops.py",
+    }
+    embed.save()
+    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if not k.startswith("dropped_only")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
