@@ -298,7 +298,8 @@ def _quality(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:
     return _append(
         frame,
         pl.col("quality_reasons").list.eval(pl.lit("failed_quality:") + pl.element()),
-        pl.when(score < cut).then(pl.format(f"failed_quality:p={{}}<{cut:g}", _value(score))),
+        # multiple choice has no answer-quality stage (its answer is an option letter)
+        pl.when((pl.col("kind") == "sft") & (score < cut)).then(pl.format(f"failed_quality:p={{}}<{cut:g}", _value(score))),
     )
 
 

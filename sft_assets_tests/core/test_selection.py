@@ -205,7 +205,7 @@ def test_a_gate_means_the_row_is_judged_without_that_signal(pool, decisions):
                                 option_gate=pl.when(pl.col("corpus").str.starts_with("cmmlu/")).then(pl.lit(OPTION_GATE)))
     judged = decide(refused)
     reasons = judged["reasons"].list.join("|")
-    assert not reasons.str.contains("failed_quality:score|missing_signal:quality_score").any()
+    assert not reasons.str.contains("failed_quality:p|missing_signal:quality_score").any()
     assert reasons.str.contains("failed_quality:too_short").any()  # the rules still judge
     assert judged["missing_signals"].list.contains(f"quality_score:{QUALITY_GATE}").all()
     assert judged["quality_score"].is_null().all()  # not used, so not shown as the row's score
@@ -213,7 +213,7 @@ def test_a_gate_means_the_row_is_judged_without_that_signal(pool, decisions):
     assert exams["missing_signals"].list.contains(f"option_mass:{OPTION_GATE}").all()
     assert not exams["reasons"].list.join("|").str.contains("low_uncertainty|missing_signal").any()
     by_score_alone = decisions.filter(pl.col("reasons").list.eval(pl.element().str.starts_with(
-        "failed_quality:score=")).list.all() & ~pl.col("kept"))["record_id"]
+        "failed_quality:p=")).list.all() & ~pl.col("kept"))["record_id"]
     assert by_score_alone.len() >= 20
     assert not judged.filter(pl.col("record_id").is_in(by_score_alone.implode()))["reasons"].list.join("|") \
         .str.contains("failed_quality").any()
