@@ -13,7 +13,7 @@ pipeline: each category within a corpus) present: first, farthest-first
 among the groups still below ``floor`` picks; then plain farthest-first.
 Per-topic caps were dropped: on 20,000 alpaca_en rows in 64 topics (2,000
 picks) they held the covering radius at 0.917x that of random subsets of the
-same size, against 0.800x without them; a floor of 3 gives 0.799x with every
+same size, against 0.800x without them; a floor of 3 gives 0.800x with every
 topic holding at least 3 picks (``benchmarks/results/kcenter_balance.json``).
 
 On CPU the exact farthest row is found without a pass over the pool per

@@ -297,7 +297,7 @@ class DiverseSubsetConfig(dg.Config):
     category_floor: int = 3
     """Picks every category within a corpus gets first (all its rows if fewer), so the long tail is present;
     the rest of the budget is plain farthest-first. On 20,000 alpaca_en rows (64 topics, 2,000 picks) per-topic
-    caps left the covering radius at 0.917x that of random subsets, a floor of 3 at 0.799x with every topic
+    caps left the covering radius at 0.917x that of random subsets, a floor of 3 at 0.800x with every topic
     present (benchmarks/results/kcenter_balance.json)."""
     keep_previous_picks: bool = True
     """Extend the previous subset rather than pick anew: its picks stay, new ones go only where rows now lie
