@@ -23,7 +23,10 @@ class SelectionConfig(dg.Config):
     quality_drop_fraction: float | None = 0.25
     """Drop this lowest-scored share of the rows reaching the quality stage (on top of quality_threshold)."""
     require_novel: bool = True
-    novelty_threshold: float = 0.5
+    novelty_false_novel_rate: float = 0.05
+    """Novel = less like the curated set than (1 - this) of the held-out curated rows."""
+    novelty_keep: str = "novel"
+    """novel: drop rows like the curated set; like_reference: find more like the seeds (drop the novel ones)."""
     uncertainty_signal: str = "ppl"
     uncertainty_keep_fraction: float | None = 0.8
     min_uncertainty: float | None = None
