@@ -97,8 +97,8 @@ def _as_matrix(emb, name: str) -> np.ndarray:
 def _unusable(n_cand: int, gate: str, message: str, rate: float) -> NoveltyResult:
     """Nothing could be measured: no candidate is called novel (p-value 1), and the gate says why."""
     return NoveltyResult(score=np.zeros(n_cand), p_value=np.ones(n_cand), holdout_score=np.zeros(0), auc=None,
-                         usable=False, gate=gate, view=None, views={}, k_folds=0, false_novel_rate=rate, novel_share=0.0, gate_p=None,
-                         message=message)
+                         usable=False, gate=gate, view=None, views={}, k_folds=0, false_novel_rate=rate,
+                         novel_share=0.0, gate_p=None, message=message)
 
 
 def holdout_mask(n_ref: int, fraction: float = HOLDOUT_FRACTION, max_rows: int = MAX_HOLDOUT,
