@@ -1,47 +1,85 @@
 """Novelty: which candidates look unlike the data we already have.
 
-The seed's adversarial-validation trick: label the curated reference set 1 and
-the candidates 0, train a binary classifier on their embeddings with K-fold
-cross-validation, and score every candidate with a model that never saw it
-(out-of-fold). A candidate the classifier confidently puts in the candidate
-class (probability near 0) is unlike anything in the reference: novel. The
-same scores, read from the top, find more data like the seeds.
+Two views score how much each candidate looks like the curated reference set:
 
-The cross-validated ROC AUC says whether the scores mean anything: near 0.5
-the classifier cannot tell the two sets apart, so there is no novelty to
-filter on. Every degenerate input (no reference, too few rows to fold, sets
-that are the same) gives a NaN-free result and a ``message``, never a crash.
+- the seed's adversarial classifier: reference rows labelled 1, candidates 0,
+  K-fold cross-validation, every row scored by a model that never saw it
+  (out of fold);
+- the mean cosine similarity to its nearest reference rows (kNN), which sees a
+  small foreign minority that a linear classifier trained mostly on
+  same-distribution candidates averages away.
+
+Neither raw score has a meaning on its own (balanced class weights put
+same-distribution rows near 0.5, and similarity levels depend on the domain),
+so a slice of the reference is held out and mixed into the candidates as
+known-old rows: they go through exactly the same scoring, and their scores are
+what an old row gets. A candidate's ``p_value`` is the share of held-out
+reference rows that look at most as much like the reference as it does
+(conformal, with the usual +1), and ``p_value <= false_novel_rate`` calls it
+novel, so about that share of old rows is wrongly called novel whatever the
+domain.
+
+The gate asks the question that matters when most candidates are old: do
+more candidates lie beyond the held-out rows than old rows would put there?
+Under "every candidate is old" the candidates and the held-out rows are
+exchangeable, so the number of candidates below the j-th lowest held-out
+score follows a negative hypergeometric law; the gate tests the excess at
+the cut and in the far tail. The same scores, read from the top, find more
+data like the seeds (``most_like_reference``).
+
+Every degenerate input (no reference, too few rows to fold, too few held-out
+rows for the rate) gives a NaN-free result, ``usable=False`` and a ``gate``
+reason, never a crash.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from scipy.stats import nhypergeom
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-# Below this cross-validated AUC the two sets are treated as indistinguishable.
-MIN_AUC = 0.6
+FALSE_NOVEL_RATE = 0.05
+GATE_SIGNIFICANCE = 0.01
+HOLDOUT_FRACTION = 0.2
+MAX_HOLDOUT = 2000
+KNN_K = 10
+# The kNN view compares with at most this many reference rows (a random sample): the cost stays
+# candidates x this x dimensions, and the held-out null is measured against the same sample.
+KNN_REFERENCE_ROWS = 5000
+MAX_TRAIN_ROWS_PER_LABEL = 20000
+
+# fit_predict(train_rows, test_rows, labels) -> P(label 1) for test_rows; rows index reference then candidates.
+FitPredict = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
 class NoveltyResult:
-    """Out-of-fold probabilities of looking like the reference, and how far to trust them.
+    """Per candidate: ``score`` (higher = more like the reference; for ranking) and ``p_value`` (the share of
+    held-out reference rows at most as like the reference; novel when <= the false-novel rate).
 
-    ``probability[i]`` belongs to candidate ``i`` (0 = novel, 1 = like the
-    reference); ``reference_probability`` is the same for the reference rows
-    (low values there are reference outliers). ``separable`` is False when no
-    novelty filtering is possible, and ``message`` then says why.
-    """
+    ``holdout_score`` are the held-out reference rows' scores (the null); ``views`` holds every view's
+    (candidate scores, held-out scores), ``view`` names the one used. ``auc`` is the classifier's
+    cross-validated AUC reference against candidates (a diagnostic: low when most candidates are old).
+    ``usable`` is the gate's decision; when False, ``gate`` says why in a few words and ``message`` at length."""
 
-    probability: np.ndarray
-    reference_probability: np.ndarray
+    score: np.ndarray
+    p_value: np.ndarray
+    holdout_score: np.ndarray
     auc: float | None
-    separable: bool
+    usable: bool
+    gate: str | None
+    view: str | None
+    views: dict[str, tuple[np.ndarray, np.ndarray]]
     k_folds: int
+    false_novel_rate: float
+    novel_share: float
+    gate_p: float | None
     message: str | None = None
 
 
@@ -56,20 +94,83 @@ def _as_matrix(emb, name: str) -> np.ndarray:
     return arr
 
 
-def _unusable(n_ref: int, n_cand: int, message: str) -> NoveltyResult:
-    """No classifier could be trained: every candidate counts as novel (probability 0)."""
-    return NoveltyResult(
-        probability=np.zeros(n_cand),
-        reference_probability=np.zeros(n_ref),
-        auc=None,
-        separable=False,
-        k_folds=0,
-        message=message,
-    )
+def _unusable(n_cand: int, gate: str, message: str, rate: float) -> NoveltyResult:
+    """Nothing could be measured: no candidate is called novel (p-value 1), and the gate says why."""
+    return NoveltyResult(score=np.zeros(n_cand), p_value=np.ones(n_cand), holdout_score=np.zeros(0), auc=None,
+                         usable=False, gate=gate, view=None, views={}, k_folds=0, false_novel_rate=rate,
+                         novel_share=0.0, gate_p=None, message=message)
 
 
-# fit_predict(train_rows, test_rows, labels) -> P(reference) for test_rows; rows index reference then candidates.
-FitPredict = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+def holdout_mask(n_ref: int, fraction: float = HOLDOUT_FRACTION, max_rows: int = MAX_HOLDOUT,
+                 seed: int = 0) -> np.ndarray:
+    """Which reference rows are held out as known-old candidates: a random ``fraction``, at most ``max_rows``."""
+    mask = np.zeros(n_ref, dtype=bool)
+    mask[np.random.default_rng(seed).permutation(n_ref)[: min(max_rows, round(fraction * n_ref))]] = True
+    return mask
+
+
+def out_of_fold(labels: np.ndarray, fit_predict: FitPredict, k_folds: int = 5,
+                seed: int = 0) -> tuple[np.ndarray, float, int]:
+    """Every row's P(label 1) from a model trained on the other folds, the mean per-fold AUC and the folds used.
+
+    Stratified folds, so every fold holds both labels; fewer folds when one label has fewer rows (at least 2)."""
+    y = np.asarray(labels, dtype=np.int8)
+    folds = min(k_folds, int(y.sum()), int((1 - y).sum()))
+    if folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 rows of each label, got {np.bincount(y, minlength=2)}")
+    oof = np.full(len(y), np.nan)
+    aucs = []
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
+        oof[test] = fit_predict(train, test, y)
+        aucs.append(roc_auc_score(y[test], oof[test]))
+    return oof, float(np.mean(aucs)), folds
+
+
+def logistic_fit_predict(x: np.ndarray, C: float = 0.1, max_rows_per_label: int = MAX_TRAIN_ROWS_PER_LABEL,
+                         seed: int = 0) -> FitPredict:
+    """Logistic regression on embeddings, balanced class weights (the reference is usually far smaller),
+    trained on at most ``max_rows_per_label`` random rows of each label of the training folds (the cost of
+    a whole-corpora pool; every row is still scored by a model that never saw it)."""
+    rng = np.random.default_rng(seed)
+
+    def fit_predict(train: np.ndarray, test: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        train = np.concatenate([rng.permutation(train[labels[train] == label])[:max_rows_per_label]
+                                for label in (0, 1)])
+        model = LogisticRegression(C=C, class_weight="balanced", max_iter=2000)
+        model.fit(x[train], labels[train])
+        return model.predict_proba(x[test])[:, 1]
+
+    return fit_predict
+
+
+def knn_similarity(reference: np.ndarray, queries: np.ndarray, k: int = KNN_K, block: int = 4096) -> np.ndarray:
+    """Mean cosine similarity of each query to its ``k`` nearest reference rows (unit vectors), in blocks."""
+    k = min(k, len(reference))
+    out = np.empty(len(queries))
+    for lo in range(0, len(queries), block):
+        sims = queries[lo: lo + block] @ reference.T
+        out[lo: lo + block] = np.partition(sims, -k, axis=1)[:, -k:].mean(axis=1)
+    return out
+
+
+def conformal_p(scores: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """(1 + held-out rows scoring at most as high) / (held-out rows + 1): small = unlike every old row."""
+    return (1 + np.searchsorted(np.sort(null), scores, side="right")) / (len(null) + 1)
+
+
+def excess_test(p_value: np.ndarray, n_holdout: int, rate: float) -> tuple[float, int, float]:
+    """One-sided p-value that more candidates lie beyond the held-out rows than old rows would:
+    the smallest over the cut and the far tail (beyond every held-out row), Bonferroni-corrected.
+    Also the number of candidates at the cut and the number an all-old pool would put there."""
+    n = len(p_value)
+    j_cut = math.floor(rate * (n_holdout + 1) + 1e-9)
+    levels = sorted({1, j_cut})
+    tests = []
+    for j in levels:
+        count = int((p_value <= j / (n_holdout + 1) + 1e-12).sum())
+        tests.append(nhypergeom.sf(count - 1, n_holdout + n, n, j))
+    at_cut = int((p_value <= rate + 1e-12).sum())
+    return float(min(1.0, min(tests) * len(levels))), at_cut, n * j_cut / (n_holdout + 1)
 
 
 def novelty_scores(
@@ -77,84 +178,79 @@ def novelty_scores(
     candidate_emb: np.ndarray,
     k_folds: int = 5,
     seed: int = 0,
-    C: float = 1.0,
-    min_auc: float = MIN_AUC,
+    C: float = 0.1,
+    false_novel_rate: float = FALSE_NOVEL_RATE,
+    gate_significance: float = GATE_SIGNIFICANCE,
+    holdout_fraction: float = HOLDOUT_FRACTION,
+    knn_k: int = KNN_K,
+    knn_reference_rows: int = KNN_REFERENCE_ROWS,
+    fit_predict: FitPredict | None = None,
 ) -> NoveltyResult:
-    """Score candidates by how much they look like the reference, out of fold.
+    """Score candidates against the reference (see the module docstring); ``fit_predict`` replaces the
+    logistic classifier (e.g. a fine-tuned transformer; rows index the reference, then the candidates).
 
-    Logistic regression on embeddings with balanced class weights (the
-    reference is usually far smaller than the pool)."""
+    Each view is read as conformal p-values against the held-out rows; the view with the stronger excess of
+    candidates beyond the held-out rows is used (a small foreign minority shows in the kNN view, a larger one
+    teaches the classifier its direction), and the gate tests that view's excess, Bonferroni-corrected for
+    the choice."""
     ref = _as_matrix(reference_emb, "reference_emb")
     cand = _as_matrix(candidate_emb, "candidate_emb")
-    if len(ref) and len(cand) and ref.shape[1] != cand.shape[1]:
+    n_ref, n_cand = len(ref), len(cand)
+    if n_ref and n_cand and ref.shape[1] != cand.shape[1]:
         raise ValueError(f"embedding dimensions differ: reference {ref.shape[1]}, candidates {cand.shape[1]}")
-    X = np.vstack([ref, cand]) if len(ref) and len(cand) else None
-
-    def logistic(train: np.ndarray, test: np.ndarray, y: np.ndarray) -> np.ndarray:
-        model = LogisticRegression(C=C, class_weight="balanced", max_iter=2000)
-        model.fit(X[train], y[train])
-        return model.predict_proba(X[test])[:, 1]
-
-    return out_of_fold_novelty(len(ref), len(cand), logistic, k_folds=k_folds, seed=seed, min_auc=min_auc)
-
-
-def out_of_fold_novelty(n_ref: int, n_cand: int, fit_predict: FitPredict, k_folds: int = 5, seed: int = 0,
-                        min_auc: float = MIN_AUC) -> NoveltyResult:
-    """The K-fold adversarial loop for any classifier (embedding logistic regression, a fine-tuned
-    transformer): stratified folds so every fold holds both sets; when one side has fewer rows than
-    ``k_folds`` the folds are reduced to that count (at least 2) and the message says so."""
-    if n_ref == 0:
-        return _unusable(0, n_cand, "reference set is empty: nothing to compare with, so no novelty "
-                                    "filtering is possible (every candidate counts as novel)")
+    if not 0.0 < false_novel_rate < 1.0:
+        raise ValueError(f"false_novel_rate must be in (0, 1), got {false_novel_rate}")
     if n_cand == 0:
-        return _unusable(n_ref, 0, "no candidates to score")
-    folds = min(k_folds, n_ref, n_cand)
-    if folds < 2:
-        return _unusable(n_ref, n_cand, f"cross-validation needs at least 2 rows on each side "
-                                        f"(reference {n_ref}, candidates {n_cand}): no novelty filtering possible")
-    notes = [] if folds == k_folds else [f"folds reduced from {k_folds} to {folds} (reference {n_ref}, "
-                                         f"candidates {n_cand} rows)"]
-    y = np.r_[np.ones(n_ref, dtype=np.int8), np.zeros(n_cand, dtype=np.int8)]
-    oof = np.empty(len(y))
-    fold_aucs = []
-    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
-        oof[test] = fit_predict(train, test, y)
-        fold_aucs.append(roc_auc_score(y[test], oof[test]))
-    auc = float(np.mean(fold_aucs))
-    separable = auc >= min_auc
-    if not separable:
-        notes.append(f"the classifier cannot tell the candidates from the reference (cross-validated AUC "
-                     f"{auc:.3f} < {min_auc}): the candidates look like the reference, no novelty filtering "
-                     f"possible")
-    return NoveltyResult(
-        probability=oof[n_ref:],
-        reference_probability=oof[:n_ref],
-        auc=auc,
-        separable=separable,
-        k_folds=folds,
-        message="; ".join(notes) or None,
-    )
+        return _unusable(0, "no candidates", "no candidates to score", false_novel_rate)
+    if n_ref == 0:
+        return _unusable(n_cand, "empty reference", "reference set is empty: nothing to compare with, so no "
+                         "novelty filtering is possible", false_novel_rate)
+    held = holdout_mask(n_ref, holdout_fraction, seed=seed)
+    n_held = int(held.sum())
+    needed = math.ceil(1 / false_novel_rate - 1)
+    if n_held < needed or n_ref - n_held < 2:
+        return _unusable(n_cand, f"{n_held} held-out rows<{needed}", f"reference of {n_ref} rows: {n_held} held "
+                         f"out, but a false-novel rate of {false_novel_rate:g} needs at least {needed} held-out rows "
+                         f"and 2 left to train on", false_novel_rate)
+    x = np.vstack([ref, cand])
+    labels = np.r_[(~held).astype(np.int8), np.zeros(n_cand, dtype=np.int8)]
+    prob, auc, folds = out_of_fold(labels, fit_predict or logistic_fit_predict(x, C, seed=seed), k_folds, seed)
+    # Rows scored like candidates: the held-out reference rows first, then the candidates.
+    queries = np.r_[np.flatnonzero(held), n_ref + np.arange(n_cand)]
+    train_ref = ref[~held]
+    if len(train_ref) > knn_reference_rows:
+        train_ref = train_ref[np.sort(np.random.default_rng(seed).permutation(len(train_ref))[:knn_reference_rows])]
+    views = {"classifier": prob[queries], "knn": knn_similarity(train_ref, x[queries], knn_k)}
+    tested = {}
+    for name, values in views.items():
+        p = conformal_p(values[n_held:], values[:n_held])
+        tested[name] = (excess_test(p, n_held, false_novel_rate), p)
+    view = min(tested, key=lambda name: (tested[name][0][0], -tested[name][0][1]))
+    (gate_p, at_cut, expected), p_cand = tested[view]
+    gate_p = min(1.0, gate_p * len(views))
+    usable = gate_p <= gate_significance
+    share = at_cut / n_cand
+    gate = None if usable else f"{share:.1%} novel, {false_novel_rate:.0%} expected (p={gate_p:.2g})"
+    message = (
+        f"view: {view} ({', '.join(f'{n} {tested[n][0][1]}' for n in views)} of {n_cand} candidates less like "
+        f"the reference than {1 - false_novel_rate:.0%} of {n_held} held-out reference rows; old rows alone "
+        f"would put about {expected:.0f} there; excess p={gate_p:.2g}"
+        + ("" if usable else f" > {gate_significance:g}: the candidates look like the reference, no novelty "
+                             f"filtering") + ")")
+    return NoveltyResult(score=views[view][n_held:], p_value=p_cand, holdout_score=views[view][:n_held],
+                         auc=auc, usable=usable, gate=gate, view=view,
+                         views={n: (v[n_held:], v[:n_held]) for n, v in views.items()}, k_folds=folds,
+                         false_novel_rate=false_novel_rate, novel_share=share, gate_p=gate_p, message=message)
 
 
-def novel_mask(prob: np.ndarray, threshold: float | None = None, quantile: float | None = None) -> np.ndarray:
-    """Boolean mask of novel candidates: probability at most ``threshold``, or the
-    lowest ``quantile`` share of candidates (exactly ``round(quantile * n)`` rows,
-    ties broken by position). Give exactly one of the two."""
-    prob = np.asarray(prob, dtype=float)
-    if (threshold is None) == (quantile is None):
-        raise ValueError("give exactly one of threshold or quantile")
-    if threshold is not None:
-        return prob <= threshold
-    if not 0.0 <= quantile <= 1.0:
-        raise ValueError(f"quantile must be in [0, 1], got {quantile}")
-    mask = np.zeros(len(prob), dtype=bool)
-    mask[np.argsort(prob, kind="stable")[: round(quantile * len(prob))]] = True
-    return mask
+def novel_mask(p_value: np.ndarray, false_novel_rate: float = FALSE_NOVEL_RATE) -> np.ndarray:
+    """Candidates less like the reference than ``1 - false_novel_rate`` of the held-out reference rows."""
+    return np.asarray(p_value, dtype=float) <= false_novel_rate + 1e-12
 
 
-def most_like_reference(prob: np.ndarray, top_k: int) -> np.ndarray:
+def most_like_reference(score: np.ndarray, top_k: int) -> np.ndarray:
     """Indices of the ``top_k`` candidates most like the reference, most alike first
     (the reverse mode: find more data like the seeds)."""
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0, got {top_k}")
-    return np.argsort(-np.asarray(prob, dtype=float), kind="stable")[:top_k]
+    return np.argsort(-np.asarray(score, dtype=float), kind="stable")[:top_k]

@@ -52,7 +52,7 @@ SIGNAL_COLUMNS: dict[str, pl.DataType] = {
     "near_duplicate_of": pl.String,  # record_id of the cluster leader; null for a leader
     "quality_score": pl.Float64,  # the judge's calibrated P(an acceptable answer); SFT rows only
     "quality_reasons": pl.List(pl.String),  # rule failures (cheap filters); empty or null: none
-    "novelty_prob": pl.Float64,  # out-of-fold P(looks like the curated reference set)
+    "novelty_prob": pl.Float64,  # share of held-out curated rows at most as like the curated set (novelty p-value)
     "ppl": pl.Float64,  # perplexity of the answer
     "ifd": pl.Float64,  # instruction-following difficulty
     # Multiple choice, or an item parsed from SFT text: summed probability of the
@@ -75,6 +75,7 @@ STAGES = (
     "near_duplicate_of",
     "failed_quality",
     "not_novel",
+    "novel",  # novelty_keep="like_reference"
     "low_uncertainty",
     "category_cap",
     "outside_diverse_subset",
@@ -105,9 +106,12 @@ class SelectionPolicy:
     # Multiple-choice rows have no answer-quality stage (the answer is an option letter): never judged,
     # never "missing quality".
     quality_threshold: float = 0.5
-    # Novelty: drop rows the adversarial classifier finds like the curated set.
+    # Novelty: novel = less like the curated set than (1 - novelty_false_novel_rate) of the held-out
+    # curated rows (novelty_prob <= the rate), so about that share of old rows is wrongly called novel.
+    # "novel" drops the rest; "like_reference" (find more like the seeds) drops the novel ones.
     require_novel: bool = True
-    novelty_threshold: float = 0.5
+    novelty_false_novel_rate: float = 0.05
+    novelty_keep: Literal["novel", "like_reference"] = "novel"
     # Uncertainty ("what the model has not learned"). Multiple-choice rows, and
     # rows with an option_mass, use it (lower = more uncertain); other rows use
     # ppl or ifd (higher = more uncertain). keep_fraction keeps the most
@@ -128,9 +132,13 @@ class SelectionPolicy:
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("quality_threshold", "novelty_threshold", "near_duplicate_threshold"):
+        for name in ("quality_threshold", "near_duplicate_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1]")
+        if not 0.0 < self.novelty_false_novel_rate < 1.0:
+            problems.append("novelty_false_novel_rate must be in (0, 1)")
+        if self.novelty_keep not in ("novel", "like_reference"):
+            problems.append("novelty_keep must be 'novel' or 'like_reference'")
         if self.uncertainty_signal not in ("ppl", "ifd"):
             problems.append("uncertainty_signal must be 'ppl' or 'ifd'")
         if self.uncertainty_keep_fraction is not None and not 0.0 < self.uncertainty_keep_fraction <= 1.0:
@@ -319,15 +327,17 @@ def quality_margin(decisions: pl.DataFrame, policy: SelectionPolicy, n: int = 10
 
 
 def _novelty(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:
+    """``not_novel:p=0.43>0.05``: the row is at most as unlike the curated set as 43 % of the held-out
+    curated rows; in ``like_reference`` mode, ``novel:p=0.01<=0.05`` drops the novel rows instead."""
     if not policy.require_novel:
         return frame
-    prob = pl.col("novelty_prob")
-    return _append(
-        frame,
-        pl.when(prob > policy.novelty_threshold).then(
-            pl.format(f"not_novel:p={{}}>{policy.novelty_threshold:g}", _value(prob))
-        ),
+    prob, rate = pl.col("novelty_prob"), policy.novelty_false_novel_rate
+    reason = (
+        pl.when(prob > rate).then(pl.format(f"not_novel:p={{}}>{rate:g}", _value(prob)))
+        if policy.novelty_keep == "novel"
+        else pl.when(prob <= rate).then(pl.format(f"novel:p={{}}<={rate:g}", _value(prob)))
     )
+    return _append(frame, reason)
 
 
 def _uncertainty(policy: SelectionPolicy) -> pl.Expr:

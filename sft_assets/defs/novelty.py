@@ -9,7 +9,8 @@ import polars as pl
 
 from sft_assets.core.embedding_cache import embed_with_cache, embeddings_frame, vectors_of
 from sft_assets.core.novelty import (
-    NoveltyResult, most_like_reference, novelty_scores as score_novelty, out_of_fold_novelty,
+    FALSE_NOVEL_RATE, GATE_SIGNIFICANCE, HOLDOUT_FRACTION, NoveltyResult, most_like_reference,
+    novelty_scores as score_novelty,
 )
 from sft_assets.core.plots import histogram_png, png_markdown
 from sft_assets.core.records import embedding_texts
@@ -47,8 +48,14 @@ def curated_reference(context: dg.AssetExecutionContext, curated_root: RawRoot, 
 class NoveltyConfig(dg.Config):
     k_folds: int = 5
     seed: int = 0
-    min_auc: float = 0.6
-    """Below this cross-validated AUC the pool and the reference are indistinguishable: no novelty filtering."""
+    false_novel_rate: float = FALSE_NOVEL_RATE
+    """Novel = less like the reference than (1 - this) of the held-out reference rows: about this share of
+    rows like the reference is wrongly called novel."""
+    gate_significance: float = GATE_SIGNIFICANCE
+    """Novelty filtering is on only when more candidates lie beyond the held-out reference rows than old rows
+    would put there, at this significance."""
+    holdout_fraction: float = HOLDOUT_FRACTION
+    """Share of the reference held out and scored as candidates (at most 2,000 rows): the null distribution."""
     method: Literal["embedding_logistic", "fine_tuned_classifier"] = "embedding_logistic"
     """fine_tuned_classifier: the seed's transformer judge, fine-tuned per fold on the texts (a GPU's job at
     pool scale); the default reads the embeddings the pool already has."""
@@ -59,52 +66,72 @@ class NoveltyConfig(dg.Config):
 
 
 def classify_novelty(config: NoveltyConfig, candidate_pool: pl.DataFrame, embeddings: EmbeddingVectors,
-              curated_reference: pl.DataFrame) -> NoveltyResult:
+                     curated_reference: pl.DataFrame) -> NoveltyResult:
+    reference = vectors_of(curated_reference) if curated_reference.height else np.zeros((0, 1), np.float32)
+    candidates = pool_vectors(candidate_pool, embeddings)
+    fit_predict = None
     if config.method == "fine_tuned_classifier":
         texts = embedding_texts(curated_reference) + candidate_pool["text"].to_list()
         fit_predict = fine_tuned_fit_predict(texts, backbone=config.backbone, steps=config.fine_tune_steps,
                                              max_length=config.fine_tune_max_length, seed=config.seed)
-        return out_of_fold_novelty(curated_reference.height, candidate_pool.height, fit_predict,
-                                   k_folds=config.k_folds, seed=config.seed, min_auc=config.min_auc)
-    reference = vectors_of(curated_reference) if curated_reference.height else np.zeros((0, 1), np.float32)
-    return score_novelty(reference, pool_vectors(candidate_pool, embeddings), k_folds=config.k_folds,
-                         seed=config.seed, min_auc=config.min_auc)
+    if not len(reference):
+        reference = np.zeros((0, candidates.shape[1]), np.float32)
+    return score_novelty(reference, candidates, k_folds=config.k_folds, seed=config.seed,
+                         false_novel_rate=config.false_novel_rate, gate_significance=config.gate_significance,
+                         holdout_fraction=config.holdout_fraction, fit_predict=fit_predict)
+
+
+def novelty_frame(record_ids: pl.Series, result: NoveltyResult) -> pl.DataFrame:
+    """One row per candidate: ``novelty_prob`` (the p-value the selection cuts on) and ``novelty_score`` while
+    the gate lets the signal through; otherwise both null and ``novelty_gate`` says why."""
+    usable = result.usable
+    return pl.DataFrame({
+        "record_id": record_ids,
+        "novelty_prob": pl.Series(result.p_value if usable else [None] * len(record_ids), dtype=pl.Float64),
+        "novelty_score": pl.Series(result.score if usable else [None] * len(record_ids), dtype=pl.Float64),
+        "novelty_gate": pl.Series([None if usable else result.gate] * len(record_ids), dtype=pl.String),
+    })
 
 
 @dg.asset(
     group_name="novelty",
     kinds={"scikitlearn", "parquet"},
     ins={"embeddings": ALL_CORPORA},
-    description="K-fold adversarial classifier (curated = 1, pool = 0; logistic regression on embeddings, or a "
-    "fine-tuned sequence classifier by config): each pool row's out-of-fold "
-    "probability of looking curated. Near 0 = novel; near 1 = like the seeds (the reverse search). Null for "
-    "every row when the classifier cannot tell the sets apart.",
+    description="Which pool rows are unlike the curated set: an out-of-fold adversarial classifier (curated = 1, "
+    "pool = 0; or a fine-tuned sequence classifier by config) and the kNN similarity to the curated rows, each "
+    "read against held-out curated rows scored as candidates. novelty_prob = the share of held-out curated rows "
+    "at most as like the reference (novel when <= false_novel_rate); null, with the reason in novelty_gate, when "
+    "no more candidates lie beyond the held-out rows than old rows would put there.",
 )
 def novelty_scores(config: NoveltyConfig, candidate_pool: pl.DataFrame, embeddings: EmbeddingVectors,
                    curated_reference: pl.DataFrame):
     started = time.perf_counter()
     result = classify_novelty(config, candidate_pool, embeddings, curated_reference)
-    usable = result.separable
-    frame = candidate_pool.select("record_id").with_columns(
-        novelty_prob=pl.Series(result.probability if usable else [None] * candidate_pool.height, dtype=pl.Float64),
-        novelty_gate=pl.lit(None if usable else f"gate={result.message or 'not separable'}", dtype=pl.String))
+    frame = novelty_frame(candidate_pool["record_id"], result)
     texts = candidate_pool["text"]
-    like = most_like_reference(result.probability, 5) if usable else []
-    novel = np.argsort(result.probability, kind="stable")[:5] if usable else []
+    like = most_like_reference(result.score, 5)
+    novel = np.argsort(result.score, kind="stable")[:5]
+    preview = {
+        "score_histogram": dg.MetadataValue.md(png_markdown(histogram_png(
+            result.score, f"{result.view} score (higher = more like the reference)"), "novelty")),
+        "most_like_reference": dg.MetadataValue.md(markdown_table(
+            pl.DataFrame({"score": result.score[like], "text": texts.gather(like)}), rows=5)),
+        "most_novel": dg.MetadataValue.md(markdown_table(
+            pl.DataFrame({"score": result.score[novel], "text": texts.gather(novel)}), rows=5)),
+    } if result.view else {}
     return dg.Output(frame, metadata={
         **table_metadata(frame),
-        "cross_validated_auc": result.auc,
+        "novelty_filtering": "on" if result.usable else f"off: {result.gate}",
+        "view": result.view or "",
+        "called_novel": round(result.novel_share, 4),
+        "false_novel_rate": result.false_novel_rate,
+        "gate_p": result.gate_p,
+        "classifier_cv_auc": result.auc,
         "k_folds": result.k_folds,
         "method": config.method,
-        "novelty_filtering": "on" if usable else "off",
         "message": result.message or "",
         "seconds": round(time.perf_counter() - started, 2),
-        "score_histogram": dg.MetadataValue.md(png_markdown(
-            histogram_png(result.probability, "P(looks curated), out of fold"), "novelty")) if usable else "",
-        "most_like_reference": dg.MetadataValue.md(markdown_table(
-            pl.DataFrame({"p": result.probability[like], "text": texts.gather(like)}), rows=5)) if usable else "",
-        "most_novel": dg.MetadataValue.md(markdown_table(
-            pl.DataFrame({"p": result.probability[novel], "text": texts.gather(novel)}), rows=5)) if usable else "",
+        **preview,
     })
 
 

