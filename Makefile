@@ -45,4 +45,4 @@ bench: install
 	$(PY) benchmarks/perplexity.py
 
 clean:
-	rm -rf data/warehouse data/exports data/exports.* data/cache data/catalog.duckdb data/dagster_home
+	rm -rf data/warehouse data/exports data/exports.* data/cache data/catalog.duckdb data/dagster_home data/logs
