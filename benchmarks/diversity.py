@@ -21,7 +21,6 @@ into the repository. Needs semhash: ``pip install semhash==0.5.0``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -29,7 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench_env import REPO  # first: offline models, the package on sys.path
+import bench_env  # first: offline models, the package on sys.path
+from bench_env import REPO
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
@@ -244,7 +244,7 @@ def main(argv=None) -> None:
         "k_center": k_center(emb, args.kcenter_rows, args.kcenter_budget, args.repeats),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    bench_env.write_result(args.out, results)
     print(table(results))
     print(f"written to {args.out}")
 

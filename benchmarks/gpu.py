@@ -39,7 +39,8 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from bench_env import HERE, CORPORA  # first: offline models, the package on sys.path
+import bench_env  # first: offline models, the package on sys.path
+from bench_env import HERE, CORPORA
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     slug = re.sub(r"[^a-z0-9]+", "-", info["name"].lower()).strip("-") if device != "cpu" else "cpu"
     out = args.out or HERE / "results" / f"gpu-{slug}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    bench_env.write_result(out, results)
     best, k = embedding["best"], results["k_center"]
     print(f"embeddings: best {best['rows_per_s']:,.0f} rows/s ({best['precision']}, batch {best['batch_size']}); "
           f"target {TARGET_EMBED_ROWS_PER_S:,} on a GPU: {embedding['target_met']}")

@@ -17,14 +17,14 @@ Writes benchmarks/results/perplexity.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import time
 from pathlib import Path
 
-from bench_env import HERE, CORPORA  # first: offline models, the package on sys.path
+import bench_env  # first: offline models, the package on sys.path
+from bench_env import HERE, CORPORA
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
@@ -123,7 +123,7 @@ def main() -> None:
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    bench_env.write_result(args.out, result)
 
     print(f"{result['data']}; model {lm.model_id} on {lm.device} ({result['machine']})")
     print(f"{'mode':<46}{'rows':>6}{'wall s':>9}{'rows/s':>9}{'CPU s/row':>11}")

@@ -33,7 +33,6 @@ its 2,916 rows with the language model: half an hour or more.)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -45,9 +44,11 @@ from collections import defaultdict
 from fnmatch import fnmatch
 from pathlib import Path
 
-from bench_env import CORPORA, HERE, REPO  # first: offline models, the package on sys.path
+import bench_env  # first: offline models, the package on sys.path
+from bench_env import CORPORA, HERE, REPO
 
 import dagster as dg  # noqa: E402
+import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
 from sft_assets.core.rawfiles import scan_root  # noqa: E402
@@ -241,10 +242,24 @@ def asset_rows(result: dict, asset: str) -> int | None:
     return next((a["rows_by_asset"][asset] for a in result["assets"] if asset in a["rows_by_asset"]), None)
 
 
-def git_state() -> dict:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+def outcome(data: Path) -> dict:
+    """What the run produced, from its warehouse: the figures the README quotes beside the timings."""
+    from sft_assets.core.storage import Warehouse
+
+    store = Warehouse(data / "warehouse")
+    decisions = store.read("selection_decisions")
+    dropped = decisions.filter(~pl.col("kept"))
+    options = store.read_partitions("option_probabilities")
+    correct = options["correct"].drop_nulls() if options is not None else pl.Series([], dtype=pl.Boolean)
+    return {
+        "pool_rows": decisions.height,
+        "kept": {name: store.read(name).height for name in ("sft_dataset", "rm_dataset", "ppo_prompts")},
+        "dropped": dropped.height,
+        "first_reason": dict(dropped.group_by(pl.col("first_reason").str.split(":").list.first())
+                             .len().sort("len", descending=True).iter_rows()),
+        "exam_items_scored": correct.len(),
+        "exam_accuracy": round(float(correct.mean()), 4) if correct.len() else None,
+    }
 
 
 def machine() -> dict:
@@ -328,7 +343,6 @@ def main() -> None:
         "benchmark": "the whole graph from an empty warehouse, then one new file (incremental)",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "child_command": "python -m sft_assets run",
-        "git": git_state(),
         "machine": machine(),
         "torch": {"version": torch.__version__, "threads": torch.get_num_threads()},
         "corpora": str(corpora),
@@ -342,14 +356,14 @@ def main() -> None:
 
     full, runs = measured_run(env, work / "run-full.log", set())
     result |= {"rows_ingested": asset_rows(full, "raw_records"), "full": full,
-               "target_met": full["wall_s"] < TARGET_FULL_S}
+               "target_met": full["wall_s"] < TARGET_FULL_S, "outcome": outcome(work / "data")}
     if not args.no_incremental:
         copy_files(corpora, [args.hold_out], work / "raw")
         result["incremental"] = with_targets(full, measured_run(env, work / "run-incremental.log", runs)[0])
     result["machine"]["load_average_end"] = os.getloadavg()
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    bench_env.write_result(args.out, result)
     print("\n" + report(result) + f"\n\nresults in {args.out}")
 
 

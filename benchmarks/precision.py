@@ -86,7 +86,7 @@ def main() -> None:
     print(f"perplexity: {result['perplexity']}", flush=True)
     result["load_average_end"] = os.getloadavg()[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    bench_env.write_result(args.out, result)
     print(f"wrote {args.out}")
 
 

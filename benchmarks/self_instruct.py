@@ -22,7 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench_env import HERE, CORPORA  # first: offline models, the package on sys.path
+import bench_env  # first: offline models, the package on sys.path
+from bench_env import HERE, CORPORA
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
@@ -125,7 +126,7 @@ def main() -> None:
         "rouge": rouge_benchmark(pool["instruction"].to_list(), queries, args.brute_queries, 0.7),
     }
     out = HERE / "results" / "self_instruct.json"
-    out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    bench_env.write_result(out, report)
     print(json.dumps(report, indent=2, ensure_ascii=False))
 
 

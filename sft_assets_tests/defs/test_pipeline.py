@@ -371,3 +371,22 @@ def test_a_failed_file_stops_the_run_before_selection(sample_cache, tmp_path, mo
     assert store.exists("raw_records", "en_instructions.json")  # the other files are done
     assert not store.exists("candidate_pool") and not store.exists("selection_decisions")
     assert not (data / "exports").exists()
+
+
+def test_every_column_of_every_asset_has_a_description(sample_run):
+    """The UI's Columns table explains itself: each column in each materialized schema has its line."""
+    _, _, instance = sample_run
+    undescribed: dict[str, set[str]] = {}
+    schemas = 0
+    for record in instance.get_event_records(
+            dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION), limit=100_000):
+        materialization = record.asset_materialization
+        schema = materialization.metadata.get("dagster/column_schema")
+        if schema is None:
+            continue
+        schemas += 1
+        for column in schema.schema.columns:
+            if not (column.description or "").strip():
+                undescribed.setdefault(materialization.asset_key.to_user_string(), set()).add(column.name)
+    assert schemas > 10
+    assert undescribed == {}
