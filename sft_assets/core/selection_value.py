@@ -247,7 +247,7 @@ def fine_tune(model, examples: Sequence[Example], recipe: Recipe, seed: int, pad
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if log is not None and (step + 1) % max(1, recipe.steps // 5) == 0:
             log(f"step {step + 1}/{recipe.steps} loss {losses[-1]:.3f}")
     model.eval().requires_grad_(False)
@@ -393,20 +393,25 @@ class Experiment:
         judge_examples = _judge_examples(evals, self.judge_items) if judge is not None else []
         losses = {name: {arm: [] for arm in self.arms} for name in evals}
         answers: dict[str, list[str]] = {}
-        timing = {"train_s": 0.0, "eval_s": 0.0, "generate_s": 0.0}
+        timing = {"train_s": 0.0, "eval_s": 0.0, "generate_s": 0.0, "train_cpu_s": 0.0, "eval_cpu_s": 0.0}
+        tokens = {"train": 0, "eval": 0}
         seeds_done: list[int] = []
         for seed in self.seeds:  # seed by seed, so a deadline leaves whole rounds of every arm
             round_started = time.time()
             for arm in self.arms:
                 train = encode(tokenizer, *conversations(self.arm_frames[arm][seed]), self.recipe.max_tokens)
                 lm.model.load_state_dict(start_weights)
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 trace = fine_tune(lm.model, train, self.recipe, seed, tokenizer.pad_token_id)
                 timing["train_s"] += time.perf_counter() - started
-                started = time.perf_counter()
+                timing["train_cpu_s"] += time.process_time() - cpu
+                tokens["train"] += _tokens_seen(train, self.recipe)
+                started, cpu = time.perf_counter(), time.process_time()
                 for name, examples in evals.items():
                     losses[name][arm].append(answer_losses(lm, examples, self.eval_batch_size))
+                    tokens["eval"] += sum(len(e.prompt) + len(e.answer) for e in examples)
                 timing["eval_s"] += time.perf_counter() - started
+                timing["eval_cpu_s"] += time.process_time() - cpu
                 if judge_examples and arm in self.judge_arms and seed == self.seeds[0]:
                     started = time.perf_counter()
                     answers[arm] = greedy_answers(lm, [e for _, e in judge_examples], self.judge_max_new_tokens)
@@ -442,6 +447,7 @@ class Experiment:
                 for name, per_arm in grids.items()
             },
             "timing_s": {key: round(value, 1) for key, value in timing.items()},
+            "tokens": tokens,
         }
         if judge_examples and all(arm in answers for arm in self.judge_arms):
             prompts = [e.text for _, e in judge_examples]
@@ -452,6 +458,12 @@ class Experiment:
                 **preference(judge(prompts, answers[first]), judge(prompts, answers[second])),
             }
         return report
+
+
+def _tokens_seen(examples: Sequence[Example], recipe: Recipe) -> int:
+    """Tokens the run's batches hold (rows cycle, so the mean row length times the rows seen)."""
+    mean = np.mean([len(e.prompt) + len(e.answer) for e in examples]) if examples else 0.0
+    return int(round(mean * recipe.steps * recipe.batch_size))
 
 
 def _judge_examples(evals: dict[str, list[Example]], n: int) -> list[tuple[str, Example]]:
@@ -591,10 +603,11 @@ def card_section(report: dict | None) -> str:
     config = report.get("config", {})
     lines = [
         CARD_MARK, "## Does the selection help?",
-        f"SmolLM2-135M-Instruct fine-tuned on k = {report['k']} rows per arm, {len(report['seeds'])} seeds, "
+        f"`{config.get('model', 'the language model')}` fine-tuned on k = {report['k']} rows per arm, "
+        f"seeds {report['seeds']}, "
         f"{report['recipe']['steps']} steps; held-out answer loss on `{headline_set(report)}` "
-        f"(lower is better; run {config.get('finished', 'n/a')}, commit {config.get('commit', 'n/a')}"
-        + (f"; {config['label']}" if config.get("label") else "") + ").",
+        "(lower is better" + "".join(f"; {key} {config[key]}" for key in ("finished", "commit", "run_id", "label")
+                                     if config.get(key)) + ").",
         "", _markdown(arm_table(report)), "", verdict(report),
     ]
     return "\n".join(lines)

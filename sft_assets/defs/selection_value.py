@@ -2,6 +2,7 @@
 
 import json
 import math
+from datetime import datetime, timezone
 
 import dagster as dg
 import polars as pl
@@ -69,7 +70,8 @@ def selection_report(context: dg.AssetExecutionContext, config: SelectionReportC
         judge = sv.quality_judge(load_model(row["path"], row["sha256"]), embedding_model.load(),
                                  embedding_model.answer_max_tokens)
     report = experiment.run(lm, judge)
-    report["config"] = {"label": "", "device": lm.device, "model": lm.model_id,
+    report["config"] = {"label": "", "device": lm.device, "model": lm.model_id, "run_id": context.run_id,
+                        "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                         "eval_per_dataset": config.eval_per_dataset, "eval_files": config.eval_files}
     folder = export_folder.path
     atomic_write(f"{folder}/{SELECTION_REPORT}", lambda fh: fh.write(json.dumps(report, indent=2).encode()))
