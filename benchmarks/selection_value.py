@@ -6,8 +6,8 @@ bundled SmolLM2-135M-Instruct on each arm and seed (see ``sft_assets.core.select
 ``benchmarks/results/selection_value.json`` and ``selection_value.png`` (loss per arm, error bars: std
 over seeds).
 
-CPU defaults (k=300, 3 seeds, one epoch of batch 8, 256 tokens) are sized for an hour on two idle
-cores; with a GPU the default k is 1,000. ``--label`` marks a reduced run in the results.
+CPU defaults (k=150, 3 seeds, one epoch of batch 8, 256 tokens, 50 evaluation rows per set) are sized
+for an hour on two idle cores; with a GPU the default k is 1,000. ``--label`` marks a reduced run in the results.
 
     SFT_ASSETS_DATA=/tmp/sft python benchmarks/selection_value.py
     python benchmarks/selection_value.py --k 64 --seeds 0 1 --max-tokens 128 --label "reduced: shared CPU"
@@ -50,7 +50,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-tokens", type=int, default=256, help="tokens per row (prompt and answer)")
-    p.add_argument("--eval-per-dataset", type=int, default=100, help="held-out pool rows per source dataset")
+    p.add_argument("--eval-per-dataset", type=int, default=50, help="held-out pool rows per source dataset")
     p.add_argument("--eval-file", action="append", default=[], help="more evaluation files (any reader format)")
     p.add_argument("--no-curated-eval", action="store_true", help="leave the curated seed tasks out of evaluation")
     p.add_argument("--arms", nargs="+", help="arms to train (default: all)")

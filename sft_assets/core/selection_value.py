@@ -31,9 +31,10 @@ from sft_assets.core.datasets import sft_dataset, user_prompt
 from sft_assets.core.readers import dataset_name
 
 ABLATED_STAGES = ("quality", "novelty", "uncertainty", "kcenter")
-# Rows per arm: on a GPU as the issue asks; on CPU what one hour of two cores fits (see the benchmark).
+# Rows per arm: on a GPU as the issue asks; on CPU what one hour of two idle cores fits: k=300 (7 arms x 3 seeds,
+# 256 tokens) was estimated at 84 min from the measured CPU seconds per token (benchmarks/results/selection_value.json).
 GPU_K = 1000
-CPU_K = 300
+CPU_K = 150
 BASE_ARMS = ("random", "dedup", "selected")
 ARMS = (*BASE_ARMS, *(f"no_{stage}" for stage in ABLATED_STAGES))
 BASELINE = "random"

@@ -28,7 +28,7 @@ class SelectionReportConfig(dg.Config):
     lr: float = 5e-5
     batch_size: int = 8
     max_tokens: int = 256
-    eval_per_dataset: int = 100
+    eval_per_dataset: int = 50
     eval_files: list[str] = []
     """More evaluation files, relative to the raw root, in any format the readers accept."""
     curated_eval: bool = True
