@@ -2,7 +2,9 @@
 
 import dagster as dg
 
-from sft_assets.defs import automation, diversity, ingest, novelty, quality, selection, self_instruct, uncertainty
+from sft_assets.defs import (
+    automation, diversity, ingest, novelty, quality, selection, selection_value, self_instruct, uncertainty,
+)
 from sft_assets.defs.models import EmbeddingModel, LanguageModel
 from sft_assets.defs.resources import EmbeddingsIOManager, ParquetIOManager, RawRoot, WarehouseResource
 from sft_assets.defs.sensors import build_raw_files_sensor
@@ -39,9 +41,10 @@ JOBS = {name: dg.define_asset_job(name, selection=dg.AssetSelection.assets(*asse
 def build_defs(settings: Settings) -> dg.Definitions:
     warehouse = WarehouseResource(base_uri=settings.warehouse, catalog_path=settings.catalog)
     return dg.Definitions(
-        # Self-instruct rounds run on request only: automated, every new file would start a round.
+        # Self-instruct rounds and the selection report run on request only: automated, every new file would
+        # start a round or a fine-tuning run.
         assets=[*automation.automate(with_code_versions(ALL_ASSETS)), *with_code_versions(self_instruct.assets),
-                *ingest.sources],
+                *with_code_versions(selection_value.assets), *ingest.sources],
         asset_checks=[*selection.checks, *quality.checks],
         jobs=[*JOBS.values(), *self_instruct.jobs],
         sensors=[build_raw_files_sensor(JOBS["update_corpus"], JOBS["analyze_pool"], settings.sensor_seconds),

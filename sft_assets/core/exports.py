@@ -242,7 +242,8 @@ def write_exports(
     reasons = reason_counts(decisions)
     written[REASONS_PLOT] = _reasons_plot(folder / REASONS_PLOT, reasons, decisions)
     written[CATEGORIES_PLOT] = _categories_plot(folder / CATEGORIES_PLOT, decisions)
-    written[CARD] = _write_text(folder / CARD, _card(rows, sft, rm, decisions, reasons, policy, texts))
+    written[CARD] = _write_text(folder / CARD, _card(rows, sft, rm, decisions, reasons, policy, texts)
+                                + selection_value_section(folder))
     return written
 
 
@@ -385,6 +386,28 @@ def _margin_rows(decisions: pl.DataFrame, policy: SelectionPolicy, texts: pl.Dat
     return margin.join(texts.select("record_id", "instruction", "output").unique("record_id", keep="first"),
                        on="record_id", how="left", maintain_order="left").with_columns(
         pl.col("instruction", "output").str.slice(0, 120))
+
+
+SELECTION_REPORT = "selection_value.json"
+
+
+def selection_value_section(folder) -> str:
+    """The card's "Does the selection help?" section, from the latest ``selection_report`` in the folder
+    (empty when none was run)."""
+    from sft_assets.core.selection_value import card_section
+
+    path = Path(folder) / SELECTION_REPORT
+    return "\n" + card_section(json.loads(path.read_text(encoding="utf-8"))) + "\n" if path.is_file() else ""
+
+
+def refresh_selection_value_section(folder) -> Path:
+    """Replace the card's selection section with the one from the folder's report (a card written before the
+    report gets it without rewriting the exports)."""
+    from sft_assets.core.selection_value import CARD_MARK
+
+    path = Path(folder) / CARD
+    card = path.read_text(encoding="utf-8").split("\n" + CARD_MARK)[0].rstrip("\n") + "\n"
+    return _write_text(path, card + selection_value_section(folder))
 
 
 # ---------------------------------------------------------------- plots

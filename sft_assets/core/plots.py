@@ -60,3 +60,19 @@ def png_markdown(png: bytes, alt: str) -> str:
     import base64
 
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def arm_losses_png(summary: dict[str, dict], title: str) -> bytes:
+    """Mean loss per arm with the std over seeds as error bars (``summary``: arm -> {mean, std})."""
+    plt, fig = _figure()
+    arms = list(summary)
+    means = [summary[a]["mean"] for a in arms]
+    ax = fig.gca()
+    ax.bar(arms, means, yerr=[summary[a]["std"] for a in arms], capsize=4)
+    low, high = min(means), max(means)
+    pad = max(high - low, max(summary[a]["std"] for a in arms), 1e-3)
+    ax.set_ylim(low - 2 * pad, high + 2 * pad)
+    ax.set_ylabel("answer loss (nats/token)")
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    return _png(plt, fig)

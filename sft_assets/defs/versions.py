@@ -22,7 +22,7 @@ CODE_VERSIONS = {
     "curated_reference": "1", "novelty_scores": "1",
     "quality_model": "1", "quality_labels": "1", "ppl_scores": "1", "option_probabilities": "1",
     "selection_decisions": "1", "sft_dataset": "1", "rm_dataset": "1", "ppo_prompts": "1", "ppo_ptx": "1",
-    "exports": "1", "generated_instructions": "1",
+    "exports": "1", "generated_instructions": "1", "selection_report": "1",
 }
 
 # Assets whose data version is their own (not computed from code and inputs): what follows them is unsynced

@@ -50,3 +50,12 @@ def test_definitions_load_and_match_snapshot(tmp_path):
     assert all(a["has_description"] for a in current["assets"].values())
     # every asset Dagster builds has a code version, so its "unsynced" mark can follow code changes
     assert all(a["code_version"] for name, a in current["assets"].items() if name != "raw_files")
+
+
+def test_selection_report_runs_on_request_only(tmp_path):
+    """Fine-tuning is expensive: no automation condition, in no job that a sensor or `sft-assets run` starts."""
+    defs = build_defs(Settings.under(tmp_path))
+    node = defs.resolve_asset_graph().get(dg.AssetKey("selection_report"))
+    assert node.automation_condition is None and node.group_name == "evaluation"
+    for job in defs.jobs or []:
+        assert dg.AssetKey("selection_report") not in defs.resolve_job_def(job.name).asset_layer.executable_asset_keys
