@@ -3,7 +3,6 @@
 
 import dagster as dg
 from dagster._core.definitions.data_version import DATA_VERSION_TAG, extract_data_version_from_entry
-import polars as pl
 
 from sft_assets.core.rawfiles import content_hash, relpath_of
 from sft_assets.core.readers import UnreadableFile, read_file, unaccounted_units
