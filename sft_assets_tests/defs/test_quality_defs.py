@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 
 from sft_assets.core.quality import STRUCTURE_FEATURES, save_model
 from sft_assets.core.records import normalize_text
-from sft_assets.core.selection import SIGNAL_COLUMNS, decide
+from sft_assets.core.selection import SIGNAL_COLUMNS, SelectionPolicy, decide
 from sft_assets.core.vectors import EmbeddingVectors
 from sft_assets.definitions import build_defs
 from sft_assets.defs.quality import (
@@ -58,7 +58,8 @@ def test_selection_falls_back_to_the_rules_and_lists_the_gate(refused_labels):
     pool = labels.join(records.select("record_id", "corpus", "kind", "category"), on="record_id").with_columns(
         [pl.lit(None, dtype=t).alias(c) for c, t in SIGNAL_COLUMNS.items() if c not in labels.columns
          and c not in ("corpus", "kind", "category")])
-    decisions = decide(pool.select(list(SIGNAL_COLUMNS)))
+    # even where a null score would drop a row, a refused judge is not a missing score
+    decisions = decide(pool.select(list(SIGNAL_COLUMNS)), SelectionPolicy(missing_quality="drop"))
     reasons = decisions["reasons"].list.join("|")
     assert not reasons.str.contains("failed_quality:(p=|missing_score)").any()
     assert reasons.str.contains("failed_quality:empty_output").any()
