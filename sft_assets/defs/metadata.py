@@ -55,9 +55,11 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "diverse_rank": "Position in the K-Center-Greedy order; null when outside the diverse subset.",
     "radius": "Covering radius of the subset after this pick (cosine distance).",
     # novelty
-    "novelty_prob": "Out-of-fold P(looks like the curated reference set); null when the classifier is not usable.",
+    "novelty_prob": "Novelty p-value: share of held-out curated rows at most as like the curated set; null when gated.",
+    "novelty_score": "How much the row looks like the curated set (the gate's chosen view); higher = more alike.",
     # quality
-    "quality_score": "Quality classifier P(good answer); null outside the diverse subset or for non-SFT rows.",
+    "quality_score": "The judge's calibrated P(an acceptable answer); null outside the diverse subset or for non-SFT rows.",
+    "quality_model_sha": "SHA-256 of the quality model file that scored the row; null where no model scored it.",
     "quality_reasons": "Quality rules the answer fails (empty output, refusal, wrong language, ...); empty: none.",
     "chosen_score": "Quality model's score of the chosen answer.",
     "rejected_score": "Quality model's score of the rejected answer.",
@@ -73,9 +75,8 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "length_baseline_accuracy": "Held-out pairwise accuracy of 'the longer answer is better', the baseline to beat.",
     "C": "Inverse regularization strength of the logistic regression.",
     "refit_on_all_pairs": "Whether the stored model was refitted on every pair after measuring.",
-    "quality_pass": "quality_score at or above the asset's threshold; selection uses its own cut, not this.",
-    "quality_gate": "Why the quality model is not used for this row (it failed on held-out data); null: used.",
-    "novelty_gate": "Why the novelty signal is not used for this row (the classifier failed its gate); null: used.",
+    "quality_gate": "Why the judge is not used (its gate refused it on held-out data): quality by the rules alone; null: used.",
+    "novelty_gate": "Why the novelty signal is not used (no candidates stand out from held-out curated rows); null: used.",
     "option_gate": "Why the option probabilities are not used for this row (the model is at chance); null: used.",
     # uncertainty
     "ppl": "Perplexity of the answer given its prompt (SmolLM2, answer tokens only).",
