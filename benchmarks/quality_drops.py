@@ -2,6 +2,10 @@
 quarter dropped) against the current one (alpaca_eval + self-supervised, P(acceptable) < 0.5 dropped), on
 ``--rows`` alpaca_en rows that pass the rules and that neither judge trained on.
 
+It also sweeps the current judge's cut: at each P(acceptable) threshold, the share of those real answers
+dropped against the share of mismatched pairs (each prompt given another row's answer) it would catch, which
+is what ``SelectionPolicy.quality_threshold`` trades.
+
 The previous judge's code is read from git (``--old-commit``), trained on HH-RLHF harmless-base as its asset
 did; the current judge is trained exactly as in benchmarks/quality.py (same seed, same embeddings cache).
 Writes benchmarks/results/quality_drops.json with counts and examples each way.
@@ -25,6 +29,9 @@ from quality import ANSWER_TOKENS, Embedder, git_commit, pool_rows, records  # n
 
 from sft_assets.core.datasets import user_prompt  # noqa: E402
 from sft_assets.core.quality import quality_rules, quality_scores, train_quality_model  # noqa: E402
+
+
+CUTS = (0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05)
 
 
 def old_module(commit: str) -> types.ModuleType:
@@ -67,6 +74,11 @@ def main() -> None:
     p_emb, a_emb = prompts(sft["prompt"].to_list()), answers(sft["output"].to_list())
     new = quality_scores(new_model, p_emb, a_emb, sft["prompt"], sft["output"])
     old_scores = old.quality_scores(old_model, p_emb, a_emb, sft["prompt"], sft["output"])
+    # another row's answer for every prompt (a derangement by rotation): the failure the judge must catch
+    mismatched = quality_scores(new_model, p_emb, np.roll(a_emb, 1, axis=0), sft["prompt"],
+                                sft["output"].shift(1, fill_value=sft["output"][-1]))
+    sweep = [{"cut": cut, "real_answers_dropped": round(float((new < cut).mean()), 4),
+              "mismatched_caught": round(float((mismatched < cut).mean()), 4)} for cut in CUTS]
     old_cut = float(np.quantile(old_scores, 0.25, method="lower"))
     old_drop, new_drop = old_scores < old_cut, new < 0.5
     frame = sft.select("instruction", "input", "output").with_columns(
@@ -89,6 +101,7 @@ def main() -> None:
                 "median_answer_chars_dropped": float(np.median(length[new_drop])) if new_drop.any() else None},
         "median_answer_chars_all": float(np.median(length)),
         "dropped_by_both": int((old_drop & new_drop).sum()),
+        "cut_sweep": sweep,
         "spearman_old_new": float(pl.DataFrame({"a": old_scores, "b": new}).select(
             pl.corr("a", "b", method="spearman")).item()),
         "dropped_only_by_old": examples(old_drop & ~new_drop),
