@@ -24,8 +24,8 @@ PER_FILE_INPUTS = ("raw_records", "quality_labels", "ppl_scores", "option_probab
 class SelectionConfig(dg.Config):
     """The selection policy; every field is editable in the Launchpad."""
 
-    quality_threshold: float = 0.5
-    """An SFT row whose judged P(acceptable answer) is below this fails quality (see SelectionPolicy)."""
+    quality_threshold: float = 0.2
+    """An SFT row whose judged P(acceptable answer) is below this fails quality (see SelectionPolicy for why 0.2)."""
     require_novel: bool = True
     novelty_false_novel_rate: float = 0.05
     """Novel = less like the curated set than (1 - this) of the held-out curated rows."""
