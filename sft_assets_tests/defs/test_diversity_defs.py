@@ -188,8 +188,8 @@ def test_diverse_subset_extends_the_previous_one_when_a_file_is_added(tmp_path, 
     for name in files:
         assert empty.resolve_job_def("update_corpus").execute_in_process(
             partition_key=name, instance=other_instance).success
-    assert dg.materialize([*ingest.assets, *diversity.assets], resources=empty.resources, instance=other_instance,
-                          selection=[diversity.candidate_pool, diversity.near_duplicates, diversity.topic_clusters,
+    assert dg.materialize([*ingest.assets, *diversity.assets, novelty.curated_reference], resources=empty.resources,
+                          instance=other_instance, selection=[novelty.curated_reference, diversity.candidate_pool, diversity.near_duplicates, diversity.topic_clusters,
                                      diversity.diverse_subset]).success
     from_scratch = empty.resources["warehouse"].warehouse()
     assert from_scratch.read("diverse_subset").equals(release[0])
@@ -214,7 +214,7 @@ def test_diverse_subset_shares_the_budget_by_corpus_and_skips_rule_failures(tmp_
     import dagster as dg
 
     from sft_assets.definitions import build_defs
-    from sft_assets.defs import diversity, ingest
+    from sft_assets.defs import diversity, ingest, novelty
     from sft_assets.defs.diversity import DiverseSubsetConfig
     from sft_assets.defs.partitions import corpus_partitions
     from sft_assets.settings import Settings
@@ -240,9 +240,9 @@ def test_diverse_subset_shares_the_budget_by_corpus_and_skips_rule_failures(tmp_
     for key in keys:
         assert defs.resolve_job_def("update_corpus").execute_in_process(partition_key=key, instance=instance).success
     result = dg.materialize(
-        [*ingest.assets, *diversity.assets], resources=defs.resources, instance=instance,
-        selection=[diversity.candidate_pool, diversity.near_duplicates, diversity.topic_clusters,
-                   diversity.diverse_subset],
+        [*ingest.assets, *diversity.assets, novelty.curated_reference], resources=defs.resources, instance=instance,
+        selection=[novelty.curated_reference, diversity.candidate_pool, diversity.near_duplicates,
+                   diversity.topic_clusters, diversity.diverse_subset],
         run_config=dg.RunConfig({"diverse_subset": DiverseSubsetConfig(budget=40)}))
     assert result.success
     meta = {k: v.value for k, v in result.asset_materializations_for_node("diverse_subset")[0].metadata.items()}

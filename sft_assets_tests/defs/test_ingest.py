@@ -78,9 +78,10 @@ def test_catalog_has_a_view_per_asset(corpora_run):
     defs, _, _ = corpora_run
     con = duckdb.connect(defs.resources["warehouse"].catalog_path, read_only=True)
     kinds = dict(con.execute("SELECT kind, count(*) FROM raw_records GROUP BY kind").fetchall())
-    assert kinds["preference"] == 2_312 and kinds["multiple_choice"] > 11_000
+    # HH-RLHF's 2,312 pairs and alpaca_eval's 2,432 judged pairs less its 18 draws
+    assert kinds["preference"] == 2_312 + 2_414 and kinds["multiple_choice"] > 11_000
     reasons = dict(con.execute("SELECT reason, count(*) FROM quarantined_records GROUP BY reason").fetchall())
-    assert reasons["duplicate_in_file"] > 1_000
+    assert reasons["duplicate_in_file"] > 1_000 and reasons["preference_draw"] == 18
 
 
 def _tick(sensor, instance, cursor, resources):
