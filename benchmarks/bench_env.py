@@ -52,3 +52,20 @@ def write_result(path: Path, result: dict) -> None:
     _warn_if_dirty(state if state["clean"] is not False else {**state, "changes": SOURCE["changes"] or end["changes"]})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**result, "source": state}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def alternating(options: dict, run, items: list, slices: int) -> tuple[dict, dict]:
+    """Each option's outputs (one per slice) and seconds over the same items, slice by slice in turn, so a
+    machine whose load changes during the run slows every option alike and the ratios stay fair."""
+    import time
+
+    import numpy as np
+
+    outputs = {name: [] for name in options}
+    seconds = dict.fromkeys(options, 0.0)
+    for part in np.array_split(np.arange(len(items)), slices):
+        for name, option in options.items():
+            started = time.perf_counter()
+            outputs[name].append(run(option, [items[i] for i in part]))
+            seconds[name] += time.perf_counter() - started
+    return outputs, seconds

@@ -40,18 +40,6 @@ EXAM = "cmmlu/test/agronomy.csv"
 COSINE_MEAN, COSINE_MIN, PPL_WITHIN, SPEARMAN = 0.999, 0.99, 0.01, 0.999
 
 
-def alternating(options: dict, run, items: list, slices: int) -> tuple[dict, dict]:
-    """Each option's outputs (one per slice) and seconds over the same items, slice by slice in turn."""
-    outputs = {name: [] for name in options}
-    seconds = dict.fromkeys(options, 0.0)
-    for part in np.array_split(np.arange(len(items)), slices):
-        for name, option in options.items():
-            started = time.perf_counter()
-            outputs[name].append(run(option, [items[i] for i in part]))
-            seconds[name] += time.perf_counter() - started
-    return outputs, seconds
-
-
 def rate(rows: int, seconds: float, reference: float) -> dict:
     return {"seconds": round(seconds, 2), "rows_per_s": round(rows / seconds, 2),
             "speedup_vs_torch": round(reference / seconds, 3)}
@@ -85,7 +73,7 @@ def embeddings(texts: list[str], export_dir: Path, slices: int) -> dict:
     options = {"torch": torch_model, "onnx": onnx_model, "onnx_int8": int8_encoder(onnx_model, export_dir)}
     loads["onnx_int8"] = time.perf_counter() - started
     embed_texts(onnx_model, texts[:8]), embed_texts(torch_model, texts[:8])  # warm-up
-    out, seconds = alternating(options, lambda model, part: embed_texts(model, part), texts, slices)
+    out, seconds = bench_env.alternating(options, lambda model, part: embed_texts(model, part), texts, slices)
     vectors = {name: np.concatenate(parts) for name, parts in out.items()}
     result, holds = {}, {}
     for name in options:
@@ -107,7 +95,7 @@ def perplexities(pairs: list[tuple[str, str]], models: dict, slices: int) -> dic
         lm, first = option
         return answer_perplexity(lm, [p for p, _ in part], [a for _, a in part], answer_max_tokens=first)
 
-    out, seconds = alternating(options, run, pairs, slices)
+    out, seconds = bench_env.alternating(options, run, pairs, slices)
     scores = {name: {key: np.ma.filled(np.ma.concatenate([o[key] for o in parts]).astype(float), np.nan)
                      for key in ("ppl", "ifd")} for name, parts in out.items()}
     tokens = {name: int(sum(o["answer_tokens"].sum() for o in parts)) for name, parts in out.items()}
@@ -134,7 +122,7 @@ def perplexities(pairs: list[tuple[str, str]], models: dict, slices: int) -> dic
 
 def options_scores(items: pl.DataFrame, models: dict, slices: int) -> dict:
     rows = items.select("question", "options").rows()
-    out, seconds = alternating(models, lambda lm, part: option_probabilities(lm, *zip(*part))["option_probs"],
+    out, seconds = bench_env.alternating(models, lambda lm, part: option_probabilities(lm, *zip(*part))["option_probs"],
                                rows, slices)
     probs = {name: np.concatenate(parts) for name, parts in out.items()}
     result = {}

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import bench_env
@@ -32,18 +31,6 @@ from sft_assets.core.perplexity import answer_perplexity, load_causal_lm  # noqa
 
 SLICE = "alpaca_en/alpaca_data-0-3252.json"
 PRECISIONS = ("float32", "bfloat16")
-
-
-def alternating(models: dict, run, items: list, slices: int) -> tuple[dict, dict]:
-    """Each precision's outputs and seconds over the same items, slice by slice in turn."""
-    outputs = {name: [] for name in models}
-    seconds = dict.fromkeys(models, 0.0)
-    for part in np.array_split(np.arange(len(items)), slices):
-        for name, model in models.items():
-            started = time.perf_counter()
-            outputs[name].append(run(model, [items[i] for i in part]))
-            seconds[name] += time.perf_counter() - started
-    return outputs, seconds
 
 
 def rates(rows: int, seconds: dict) -> dict:
@@ -65,7 +52,7 @@ def main() -> None:
 
     encoders = {p: load_sentence_model("default", "cpu", p) for p in PRECISIONS}
     for name, texts in (("prompts", prompts[: args.embed_rows]), ("answers", answers[: args.embed_rows])):
-        out, seconds = alternating(encoders, lambda m, t: embed_texts(m, t), texts, slices=4)
+        out, seconds = bench_env.alternating(encoders, lambda m, t: embed_texts(m, t), texts, slices=4)
         vectors = {p: np.concatenate(v) for p, v in out.items()}
         cosine = (vectors["float32"] * vectors["bfloat16"]).sum(axis=1)
         result[f"embeddings_{name}"] = {"rows": len(texts), **rates(len(texts), seconds),
@@ -75,7 +62,7 @@ def main() -> None:
 
     models = {p: load_causal_lm(precision=p) for p in PRECISIONS}
     pairs = list(zip(prompts[: args.ppl_rows], answers[: args.ppl_rows]))
-    out, seconds = alternating(models, lambda m, b: answer_perplexity(m, *zip(*b))["ppl"], pairs, slices=4)
+    out, seconds = bench_env.alternating(models, lambda m, b: answer_perplexity(m, *zip(*b))["ppl"], pairs, slices=4)
     ppl = {p: np.concatenate([np.ma.filled(v, np.nan) for v in out[p]]) for p in PRECISIONS}
     ok = ~np.isnan(ppl["float32"])
     ratio = ppl["bfloat16"][ok] / ppl["float32"][ok]

@@ -21,7 +21,7 @@ import subprocess
 import types
 from pathlib import Path
 
-from bench_env import CORPORA, REPO  # first: offline models, the package on sys.path
+from bench_env import REPO  # first: offline models, the package on sys.path
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402

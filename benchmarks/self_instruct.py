@@ -18,9 +18,7 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 
 import bench_env  # first: offline models, the package on sys.path
 from bench_env import HERE, CORPORA
