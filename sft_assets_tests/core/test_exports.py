@@ -22,7 +22,7 @@ from sft_assets.core.selection import SelectionPolicy, decide
 from sft_assets_tests.core.test_datasets import preference_slice
 from sft_assets_tests.core.test_selection import real_records, synthesize_signals
 
-POLICY = SelectionPolicy(category_cap=30)
+POLICY = SelectionPolicy(category_cap=30, quality_threshold=0.5)  # 0.5: the synthetic scores put rows on both sides
 
 # LLaMA-Factory data/README.md: the keys of a dataset_info.json entry, its
 # "columns" per formatting, and the sharegpt "tags".

@@ -220,7 +220,8 @@ def test_a_gate_means_the_row_is_judged_without_that_signal(pool, decisions):
 
     refused = pool.with_columns(quality_gate=pl.lit(QUALITY_GATE),
                                 option_gate=pl.when(pl.col("corpus").str.starts_with("cmmlu/")).then(pl.lit(OPTION_GATE)))
-    judged = decide(refused)
+    balanced = SelectionPolicy(quality_threshold=0.5)  # enough synthetic scores below the cut to see them go
+    scored, judged = decide(pool, balanced), decide(refused, balanced)
     reasons = judged["reasons"].list.join("|")
     assert not reasons.str.contains("failed_quality:p|missing_signal:quality_score").any()
     assert reasons.str.contains("failed_quality:too_short").any()  # the rules still judge
@@ -229,12 +230,12 @@ def test_a_gate_means_the_row_is_judged_without_that_signal(pool, decisions):
     exams = judged.filter(pl.col("corpus").str.starts_with("cmmlu/"))
     assert exams["missing_signals"].list.contains(f"option_mass:{OPTION_GATE}").all()
     assert not exams["reasons"].list.join("|").str.contains("low_uncertainty|missing_signal").any()
-    by_score_alone = decisions.filter(pl.col("reasons").list.eval(pl.element().str.starts_with(
+    by_score_alone = scored.filter(pl.col("reasons").list.eval(pl.element().str.starts_with(
         "failed_quality:p=")).list.all() & ~pl.col("kept"))["record_id"]
     assert by_score_alone.len() >= 20
     assert not judged.filter(pl.col("record_id").is_in(by_score_alone.implode()))["reasons"].list.join("|") \
         .str.contains("failed_quality").any()
-    assert judged["kept"].sum() > decisions["kept"].sum()
+    assert judged["kept"].sum() > scored["kept"].sum()
 
 
 def test_a_signal_missing_without_a_gate_drops_the_row_by_default(pool, decisions):

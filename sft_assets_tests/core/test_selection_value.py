@@ -25,7 +25,8 @@ def records(read_corpus):
 
 @pytest.fixture(scope="module")
 def decisions(records):
-    return decide(synthesize_signals(records), SelectionPolicy(diverse_budget=0.7))
+    # 0.5: the synthetic quality scores put enough rows below the cut for the quality ablation to differ
+    return decide(synthesize_signals(records), SelectionPolicy(diverse_budget=0.7, quality_threshold=0.5))
 
 
 @pytest.fixture(scope="module")
