@@ -68,7 +68,7 @@ def test_selection_falls_back_to_the_rules_and_lists_the_gate(refused_labels):
     scored = pool.with_columns(quality_gate=pl.lit(None, dtype=pl.String),
                                quality_score=pl.int_range(pl.len()).cast(pl.Float64) / pl.len())
     judged = decide(scored.select(list(SIGNAL_COLUMNS)))
-    assert judged["reasons"].list.join("|").str.contains(r"failed_quality:p=0\.\d+<0\.5").any()
+    assert judged["reasons"].list.join("|").str.contains(r"failed_quality:p=0\.\d+<0\.2").any()
     assert not judged["missing_signals"].list.join("|").str.contains("gate=").any()
 
 
