@@ -243,7 +243,6 @@ def main(argv=None) -> None:
         "near_dedup": near_dedup(emb, texts, args.threshold, args.repeats),
         "k_center": k_center(emb, args.kcenter_rows, args.kcenter_budget, args.repeats),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     bench_env.write_result(args.out, results)
     print(table(results))
     print(f"written to {args.out}")

@@ -169,7 +169,6 @@ def main() -> None:
     result["perplexity"] = perplexities(list(zip(prompts, answers))[: args.ppl_rows], models, args.slices)
     result["option_probabilities"] = options_scores(exam, models, args.slices)
     result["load_average_end"] = os.getloadavg()[0]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     bench_env.write_result(args.out, result)
     print(f"wrote {args.out}")
 

@@ -121,7 +121,6 @@ def main() -> None:
             "ppl": float(relative.max()), "ppl_unconditioned": float(relative_free.max()),
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     bench_env.write_result(args.out, result)
 
     print(f"{result['data']}; model {lm.model_id} on {lm.device} ({result['machine']})")

@@ -362,7 +362,6 @@ def main() -> None:
         result["incremental"] = with_targets(full, measured_run(env, work / "run-incremental.log", runs)[0])
     result["machine"]["load_average_end"] = os.getloadavg()
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     bench_env.write_result(args.out, result)
     print("\n" + report(result) + f"\n\nresults in {args.out}")
 

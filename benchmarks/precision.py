@@ -72,7 +72,6 @@ def main() -> None:
                             "spearman": float(spearmanr(ppl["float32"][ok], ppl["bfloat16"][ok]).statistic)}
     print(f"perplexity: {result['perplexity']}", flush=True)
     result["load_average_end"] = os.getloadavg()[0]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     bench_env.write_result(args.out, result)
     print(f"wrote {args.out}")
 
