@@ -74,7 +74,7 @@ def rm_dataset(
 
     A pair is dropped, with the first reason that applies, for an empty prompt
     or side, chosen == rejected (no preference signal), or a repeat of an
-    earlier pair's (prompt, chosen, rejected): ``duplicate_pair_of:<record_id>``.
+    earlier pair's (prompt, chosen, rejected), in the same file or another: ``duplicate_pair_of:<record_id>``.
     ``pairs + dropped`` = the preference rows given.
 
     ``margins`` (record_id, chosen_score, rejected_score), from the quality
@@ -83,6 +83,8 @@ def rm_dataset(
     key = ["prompt", "chosen", "rejected"]
     empty = {name: pl.col(name).fill_null("").str.strip_chars() == "" for name in key}
     first_copy = pl.col("record_id").first().over(key)
+    # The same pair in two files has the same (content-hashed) record_id: the copy is told apart by its corpus.
+    is_copy = (pl.col("record_id") != first_copy) | (pl.col("corpus") != pl.col("corpus").first().over(key))
     frame = (
         preference_records.filter(pl.col("kind") == "preference")
         .sort("record_id", "corpus")
@@ -91,13 +93,13 @@ def rm_dataset(
             .when(empty["chosen"]).then(pl.lit("empty_chosen"))
             .when(empty["rejected"]).then(pl.lit("empty_rejected"))
             .when(pl.col("chosen") == pl.col("rejected")).then(pl.lit("chosen_equals_rejected"))
-            .when(pl.col("record_id") != first_copy).then(pl.format("duplicate_pair_of:{}", first_copy))
+            .when(is_copy).then(pl.format("duplicate_pair_of:{}", first_copy))
         )
     )
     pairs = frame.filter(pl.col("reason").is_null()).select(RM_COLUMNS)
     if margins is not None:
         pairs = pairs.join(
-            margins.select("record_id", "chosen_score", "rejected_score"),
+            margins.select("record_id", "chosen_score", "rejected_score").unique("record_id", keep="first"),
             on="record_id", how="left", validate="m:1", maintain_order="left",
         ).with_columns(quality_margin=pl.col("chosen_score") - pl.col("rejected_score"))
     return pairs, frame.filter(pl.col("reason").is_not_null()).select(RM_DROPPED_COLUMNS)

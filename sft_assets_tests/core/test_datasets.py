@@ -97,6 +97,23 @@ def test_rm_drops_bad_pairs_with_a_reason_and_loses_nothing(preference):
     assert pairs["record_id"].to_list() == sorted(pairs["record_id"])
 
 
+def test_rm_keeps_one_copy_of_a_pair_found_in_two_files(read_corpus):
+    """alpaca-7b and falcon-7b-instruct gave the same answer to two instructions with the same verdict: the same
+    pair, so the same content-hashed record_id, in two files. One copy is kept, the other is dropped naming it,
+    and margins scored per preference row (the id twice) still join one to one."""
+    both = pl.concat([read_corpus(f"alpaca_eval/{name}.json").records
+                      for name in ("alpaca-7b", "falcon-7b-instruct")], how="diagonal_relaxed")
+    shared = both.filter(pl.col("record_id").is_duplicated())
+    assert shared.height == 4 and shared["record_id"].n_unique() == 2
+    margins = both.select("record_id", chosen_score=pl.lit(0.8), rejected_score=pl.lit(0.3))
+    pairs, dropped = rm_dataset(both, margins)
+    assert pairs.height + dropped.height == both.height
+    assert pairs["record_id"].is_unique().all() and set(shared["record_id"]) <= set(pairs["record_id"])
+    copies = dropped.filter(pl.col("record_id").is_in(shared["record_id"].implode()))
+    assert copies.height == 2 and (copies["reason"] == "duplicate_pair_of:" + copies["record_id"]).all()
+    assert (pairs["quality_margin"] == 0.5).all()
+
+
 def test_rm_quality_margin(preference):
     pairs, _ = rm_dataset(preference)
     scored = pairs["record_id"].head(10)
