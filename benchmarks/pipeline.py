@@ -251,7 +251,12 @@ def outcome(data: Path) -> dict:
     dropped = decisions.filter(~pl.col("kept"))
     options = store.read_partitions("option_probabilities")
     correct = options["correct"].drop_nulls() if options is not None else pl.Series([], dtype=pl.Boolean)
+    judge = store.read("quality_model").row(0, named=True)
+    novelty_gate = store.read("novelty_scores")["novelty_gate"].drop_nulls()
     return {
+        "quality_judge": {key: judge.get(key) for key in ("gate", "n_pairs", "preference_accuracy",
+                                                           "preference_length_baseline", "other_answer_accuracy")},
+        "novelty_filtering": "on" if novelty_gate.is_empty() else f"off: {novelty_gate[0]}",
         "pool_rows": decisions.height,
         "kept": {name: store.read(name).height for name in ("sft_dataset", "rm_dataset", "ppo_prompts")},
         "dropped": dropped.height,

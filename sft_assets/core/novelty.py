@@ -1,13 +1,21 @@
 """Novelty: which candidates look unlike the data we already have.
 
-Two views score how much each candidate looks like the curated reference set:
+Three views score how much each candidate looks like the curated reference set:
 
 - the seed's adversarial classifier: reference rows labelled 1, candidates 0,
   K-fold cross-validation, every row scored by a model that never saw it
   (out of fold);
 - the mean cosine similarity to its nearest reference rows (kNN), which sees a
-  small foreign minority that a linear classifier trained mostly on
-  same-distribution candidates averages away.
+  small foreign minority that a classifier trained on every candidate
+  averages away;
+- the same classifier trained only on the ``focus`` share of candidates the kNN
+  view finds least like the reference ("focused"): a 1 % minority is about a
+  tenth of those, enough to teach the classifier its direction (planted gsm8k
+  at 1 % of 2,000 alpaca_en rows: ranking AUC 0.72 trained on every candidate,
+  0.91 focused; benchmarks/novelty.py). Rows outside the focus are scored by
+  the mean of the fold models, none of which saw them. It does not replace the
+  plain classifier: against a small reference (400 rows, 80 held out) the
+  plain one's excess was clearer (gate p 0.001 against 0.2).
 
 Neither raw score has a meaning on its own (balanced class weights put
 same-distribution rows near 0.5, and similarity levels depend on the domain),
@@ -52,7 +60,11 @@ KNN_K = 10
 # The kNN view compares with at most this many reference rows (a random sample): the cost stays
 # candidates x this x dimensions, and the held-out null is measured against the same sample.
 KNN_REFERENCE_ROWS = 5000
-MAX_TRAIN_ROWS_PER_LABEL = 20000
+MAX_TRAIN_ROWS_PER_LABEL = 5000
+# The classifier trains on this share of the candidates (and held-out rows), those least like the reference by
+# kNN; at least FOCUS_MIN_ROWS of them.
+FOCUS = 0.1
+FOCUS_MIN_ROWS = 100
 
 # fit_predict(train_rows, test_rows, labels) -> P(label 1) for test_rows; rows index reference then candidates.
 FitPredict = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -109,20 +121,28 @@ def holdout_mask(n_ref: int, fraction: float = HOLDOUT_FRACTION, max_rows: int =
     return mask
 
 
-def out_of_fold(labels: np.ndarray, fit_predict: FitPredict, k_folds: int = 5,
-                seed: int = 0) -> tuple[np.ndarray, float, int]:
-    """Every row's P(label 1) from a model trained on the other folds, the mean per-fold AUC and the folds used.
+def out_of_fold(labels: np.ndarray, fit_predict: FitPredict, k_folds: int = 5, seed: int = 0,
+                fitted: np.ndarray | None = None) -> tuple[np.ndarray, float, int]:
+    """Every row's P(label 1) from models that never saw it, the mean per-fold AUC and the folds used.
 
-    Stratified folds, so every fold holds both labels; fewer folds when one label has fewer rows (at least 2)."""
+    The ``fitted`` rows (default: all) are split into stratified folds, so every fold holds both labels (fewer
+    folds when one label has fewer rows, at least 2), and each is scored by the model trained on the other folds;
+    every other row is scored by the mean of the fold models."""
     y = np.asarray(labels, dtype=np.int8)
-    folds = min(k_folds, int(y.sum()), int((1 - y).sum()))
+    fitted = np.arange(len(y)) if fitted is None else np.asarray(fitted)
+    rest = np.setdiff1d(np.arange(len(y)), fitted)
+    y_fit = y[fitted]
+    folds = min(k_folds, int(y_fit.sum()), int((1 - y_fit).sum()))
     if folds < 2:
-        raise ValueError(f"cross-validation needs at least 2 rows of each label, got {np.bincount(y, minlength=2)}")
+        raise ValueError(f"cross-validation needs at least 2 rows of each label, got {np.bincount(y_fit, minlength=2)}")
     oof = np.full(len(y), np.nan)
+    oof[rest] = 0.0
     aucs = []
-    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
-        oof[test] = fit_predict(train, test, y)
-        aucs.append(roc_auc_score(y[test], oof[test]))
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(fitted)), y_fit):
+        prob = fit_predict(fitted[train], np.r_[fitted[test], rest], y)
+        oof[fitted[test]] = prob[: len(test)]
+        oof[rest] += prob[len(test):] / folds
+        aucs.append(roc_auc_score(y_fit[test], oof[fitted[test]]))
     return oof, float(np.mean(aucs)), folds
 
 
@@ -184,15 +204,16 @@ def novelty_scores(
     holdout_fraction: float = HOLDOUT_FRACTION,
     knn_k: int = KNN_K,
     knn_reference_rows: int = KNN_REFERENCE_ROWS,
+    focus: float = FOCUS,
     fit_predict: FitPredict | None = None,
 ) -> NoveltyResult:
     """Score candidates against the reference (see the module docstring); ``fit_predict`` replaces the
     logistic classifier (e.g. a fine-tuned transformer; rows index the reference, then the candidates).
 
-    Each view is read as conformal p-values against the held-out rows; the view with the stronger excess of
-    candidates beyond the held-out rows is used (a small foreign minority shows in the kNN view, a larger one
-    teaches the classifier its direction), and the gate tests that view's excess, Bonferroni-corrected for
-    the choice."""
+    Each view is read as conformal p-values against the held-out rows; the view with the strongest excess of
+    candidates beyond the held-out rows is used (a small foreign minority shows in the kNN and focused views, a
+    larger one teaches the plain classifier its direction), and the gate tests that view's excess,
+    Bonferroni-corrected for the choice."""
     ref = _as_matrix(reference_emb, "reference_emb")
     cand = _as_matrix(candidate_emb, "candidate_emb")
     n_ref, n_cand = len(ref), len(cand)
@@ -214,13 +235,18 @@ def novelty_scores(
                          f"and 2 left to train on", false_novel_rate)
     x = np.vstack([ref, cand])
     labels = np.r_[(~held).astype(np.int8), np.zeros(n_cand, dtype=np.int8)]
-    prob, auc, folds = out_of_fold(labels, fit_predict or logistic_fit_predict(x, C, seed=seed), k_folds, seed)
     # Rows scored like candidates: the held-out reference rows first, then the candidates.
     queries = np.r_[np.flatnonzero(held), n_ref + np.arange(n_cand)]
     train_ref = ref[~held]
     if len(train_ref) > knn_reference_rows:
         train_ref = train_ref[np.sort(np.random.default_rng(seed).permutation(len(train_ref))[:knn_reference_rows])]
-    views = {"classifier": prob[queries], "knn": knn_similarity(train_ref, x[queries], knn_k)}
+    knn = knn_similarity(train_ref, x[queries], knn_k)
+    fit_predict = fit_predict or logistic_fit_predict(x, C, seed=seed)
+    prob, auc, folds = out_of_fold(labels, fit_predict, k_folds, seed)
+    focus_rows = min(len(queries), max(FOCUS_MIN_ROWS, math.ceil(focus * len(queries))))
+    focused = np.sort(queries[np.argsort(knn, kind="stable")[:focus_rows]])
+    focused_prob, _, _ = out_of_fold(labels, fit_predict, k_folds, seed, fitted=np.r_[np.flatnonzero(~held), focused])
+    views = {"classifier": prob[queries], "focused": focused_prob[queries], "knn": knn}
     tested = {}
     for name, values in views.items():
         p = conformal_p(values[n_held:], values[:n_held])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from sft_assets.core.novelty import holdout_mask, most_like_reference, novel_mask, novelty_scores, out_of_fold
+from sft_assets.core.novelty import FOCUS_MIN_ROWS, holdout_mask, most_like_reference, novel_mask, novelty_scores, out_of_fold
 from sft_assets.core.records import embedding_texts
 
 N_REFERENCE, N_SAME, N_FOREIGN = 400, 300, 30  # foreign: 9 % of the candidates
@@ -73,8 +73,9 @@ def test_reverse_mode_finds_more_like_the_seeds(emb):
 
 
 def test_every_row_is_scored_by_a_model_that_never_saw_it(emb):
-    """Each fold's train and test rows, recorded: disjoint, every row tested exactly once, the held-out
-    reference rows labelled as candidates. A classifier that only memorizes its training rows then scores
+    """Each fold's train and test rows, recorded: disjoint, the held-out reference rows labelled as candidates;
+    the rows the classifier fits on (the training reference and the focus) tested exactly once, every other row
+    tested by every fold and trained on by none. A classifier that only memorizes its training rows then scores
     nothing (0.5 everywhere); scored in sample it would look perfect."""
     folds = []
 
@@ -86,15 +87,37 @@ def test_every_row_is_scored_by_a_model_that_never_saw_it(emb):
     reference, candidates = emb["reference"], np.vstack([emb["same"], emb["gsm8k"][:N_FOREIGN]])
     result = novelty_scores(reference, candidates, fit_predict=memorizer)
     n = len(reference) + len(candidates)
-    assert len(folds) == 5
-    tested = np.concatenate([test for _, test, _ in folds])
-    assert np.array_equal(np.sort(tested), np.arange(n))
-    for train, test, labels in folds:
-        assert not np.intersect1d(train, test).size
-        assert np.array_equal(np.union1d(train, test), np.arange(n))
-        assert np.array_equal(labels[: len(reference)], ~holdout_mask(len(reference)))
-        assert not labels[len(reference):].any()
-    assert np.all(result.views["classifier"][0] == 0.5) and np.all(result.views["classifier"][1] == 0.5)
+    held = holdout_mask(len(reference))
+    assert len(folds) == 10  # the plain classifier, then the focused one
+    for fits, everything in ((folds[:5], True), (folds[5:], False)):
+        trained = np.unique(np.concatenate([train for train, _, _ in fits]))
+        times_tested = np.bincount(np.concatenate([test for _, test, _ in fits]), minlength=n)
+        assert np.all(times_tested[trained] == 1)
+        assert np.all(np.delete(times_tested, trained) == 5)  # outside the focus: every fold model, none fitted
+        assert set(np.flatnonzero(~held)) <= set(trained.tolist())
+        if everything:
+            assert len(trained) == n
+        else:  # the training reference and at least FOCUS_MIN_ROWS of the rest, but not all of them
+            assert FOCUS_MIN_ROWS <= len(trained) - (~held).sum() < int(held.sum()) + len(candidates)
+        for train, test, labels in fits:
+            assert not np.intersect1d(train, test).size
+            assert np.array_equal(np.union1d(train, test), np.arange(n))
+            assert np.array_equal(labels[: len(reference)], ~held)
+            assert not labels[len(reference):].any()
+    for view in ("classifier", "focused"):
+        assert np.all(result.views[view][0] == 0.5) and np.all(result.views[view][1] == 0.5)
+
+
+def test_the_classifier_learns_from_the_rows_least_like_the_reference(emb):
+    """The focus is what lets a minority teach the classifier: gsm8k at 2 % of the candidates is about a
+    twentieth of the focus rows (FOCUS_MIN_ROWS of 380). Trained on every candidate, the plain classifier
+    barely ranks them (measured: focused 0.73, plain 0.55)."""
+    n_foreign = 6
+    candidates = np.vstack([emb["same"], emb["gsm8k"][:n_foreign]])
+    is_foreign = np.r_[np.zeros(N_SAME, bool), np.ones(n_foreign, bool)]
+    views = novelty_scores(emb["reference"], candidates).views
+    auc = {view: roc_auc_score(is_foreign, -views[view][0]) for view in ("focused", "classifier")}
+    assert auc["focused"] >= 0.7 and auc["focused"] > auc["classifier"] + 0.1, auc
 
 
 def test_out_of_fold_reduces_folds_to_the_smaller_label():
