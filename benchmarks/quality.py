@@ -27,11 +27,10 @@ import argparse
 import hashlib
 import json
 import platform
-import subprocess
 import time
 from pathlib import Path
 
-from bench_env import CORPORA, REPO  # first: offline models, the package on sys.path
+from bench_env import CORPORA, REPO, write_result  # first: offline models, the package on sys.path
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
@@ -90,17 +89,11 @@ def figure(accuracy, baseline, n) -> dict:
     return {"n": n, "accuracy": accuracy, "length_baseline": baseline, "random": 0.5}
 
 
-def git_commit() -> tuple[str, bool]:
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                                capture_output=True, text=True).stdout.strip())
-    return head, dirty
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pool-rows", type=int, default=1200)
-    parser.add_argument("--hh-pairs", type=int, default=1000, help="the first N HH harmless-base pairs")
+    parser.add_argument("--hh-pairs", type=int, help="the first N HH harmless-base pairs (default: all 2,312, "
+                        "as a pipeline over the shared corpora has them)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/quality_bench"))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "quality.json")
@@ -145,7 +138,8 @@ def main() -> None:
 
     # HH-RLHF harmless-base: the helpfulness judge, and the separate harmlessness score.
     hh = records("hh_rlhf/*.jsonl.gz")
-    hh = hh.filter(pl.col("chosen").str.strip_chars() != pl.col("rejected").str.strip_chars()).head(args.hh_pairs)
+    hh = hh.filter(pl.col("chosen").str.strip_chars() != pl.col("rejected").str.strip_chars())
+    hh = hh.head(args.hh_pairs) if args.hh_pairs else hh
     harm_model, harm = train_harmlessness_model(hh, prompts, answers, seed=args.seed)
     hh_test = hh.filter(held_out_mask(hh["prompt"], harm["test_fraction"], args.seed))
     h_emb = prompts(hh_test["prompt"].to_list())
@@ -159,7 +153,6 @@ def main() -> None:
         "harmlessness_score": figure(harm["accuracy"], harm["length_baseline"], harm["n_test_pairs"]),
     }
     embed.save()
-    commit, dirty = git_commit()
     results |= {
         "targets": TARGETS,
         "data": {"alpaca_eval": f"{pairs.height} decided pairs of {CORPORA.name}/alpaca_eval (draws quarantined)",
@@ -167,11 +160,9 @@ def main() -> None:
                  "hh_rlhf": f"{hh.height} harmless-base pairs"},
         "seconds": round(time.perf_counter() - started, 1),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
-        "git_commit": commit, "git_dirty": dirty,
         "command": "nice -n 10 .venv/bin/python benchmarks/quality.py",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_result(args.out, results)
     print(json.dumps({k: results[k] for k in ("gate", "alpaca_eval_held_out", "pool_corruptions_held_out",
                                               "hh_harmless_base_held_out")}, indent=1))
 

@@ -21,11 +21,11 @@ import subprocess
 import types
 from pathlib import Path
 
-from bench_env import REPO  # first: offline models, the package on sys.path
+from bench_env import REPO, write_result  # first: offline models, the package on sys.path
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
-from quality import ANSWER_TOKENS, Embedder, git_commit, pool_rows, records  # noqa: E402
+from quality import ANSWER_TOKENS, Embedder, pool_rows, records  # noqa: E402
 
 from sft_assets.core.datasets import user_prompt  # noqa: E402
 from sft_assets.core.quality import quality_rules, quality_scores, train_quality_model  # noqa: E402
@@ -89,7 +89,6 @@ def main() -> None:
             pl.col("instruction", "input", "output").str.slice(0, 300)).to_dicts()
 
     length = sft["output"].str.len_chars().to_numpy()
-    commit, dirty = git_commit()
     result = {
         "rows": sft.height, "source": "alpaca_en/alpaca_data-27270-30186.json, rows passing the rules, "
         "none of them in the judge's training pool",
@@ -106,11 +105,10 @@ def main() -> None:
             pl.corr("a", "b", method="spearman")).item()),
         "dropped_only_by_old": examples(old_drop & ~new_drop),
         "dropped_only_by_new": examples(new_drop & ~old_drop),
-        "git_commit": commit, "git_dirty": dirty,
         "command": "nice -n 10 .venv/bin/python benchmarks/quality_drops.py",
     }
     embed.save()
-    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    write_result(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if not k.startswith("dropped_only")}, indent=1))
 
 
