@@ -43,7 +43,7 @@ def commit() -> dict:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--k", type=int, help="rows per arm (default: 300 on CPU, 1000 on a GPU)")
+    p.add_argument("--k", type=int, help="rows per arm (default: 150 on CPU, 1000 on a GPU)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=float, default=1.0, help="sets --steps when it is not given")
     p.add_argument("--steps", type=int, help="optimizer steps per run (default: epochs * k / batch size)")
@@ -105,16 +105,18 @@ def main(argv: list[str] | None = None) -> int:
         log=lambda line: print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True),
     )
     experiment.build_arms()
-    judge = None
+    judge, skipped = None, None
     if args.judge_items and store.exists("quality_model"):
         from sft_assets.core.embed import load_sentence_model
-        from sft_assets.core.quality import load_model
 
         row = store.read("quality_model").row(0, named=True)
-        judge = sv.quality_judge(load_model(row["path"], row["sha256"]), load_sentence_model(row["embedding_model"]))
+        judge, skipped = sv.gated_judge(row, load_sentence_model(row["embedding_model"]))
     started = time.perf_counter()
     lm = load_causal_lm(device=device, precision=args.precision)
     report = experiment.run(lm, judge)
+    if skipped:
+        report["judge"] = {"skipped": skipped}
+        print(skipped)
     report["config"] = {
         **commit(), "label": args.label, "device": device, "precision": args.precision,
         "threads": torch.get_num_threads(), "model": lm.model_id, "warehouse": settings.warehouse,

@@ -531,6 +531,16 @@ def default_eval_sets(decisions: pl.DataFrame, records: pl.DataFrame, per_datase
     return sets
 
 
+def gated_judge(model_row: dict, sentence_model, answer_max_tokens: int = 128):
+    """(judge, None) from a ``quality_model`` row, or (None, why) when its gate refused the judge: one that does
+    not beat "the longer answer wins" on held-out preferences would read as a second opinion and be none."""
+    if model_row.get("gate"):
+        return None, f"no second reading: the quality judge was refused by its gate ({model_row['gate']})"
+    from sft_assets.core.quality import load_model
+
+    return quality_judge(load_model(model_row["path"], model_row["sha256"]), sentence_model, answer_max_tokens), None
+
+
 def quality_judge(model, sentence_model, answer_max_tokens: int = 128) -> Callable[[list[str], list[str]], np.ndarray]:
     """The quality model as a judge of (prompt, answer) pairs: prompts embedded whole, answers cut to the
     tokens the model was trained to read."""

@@ -10,7 +10,6 @@ import polars as pl
 from sft_assets.core import selection_value as sv
 from sft_assets.core.exports import SELECTION_REPORT, refresh_selection_value_section
 from sft_assets.core.plots import arm_losses_png, png_markdown
-from sft_assets.core.quality import load_model
 from sft_assets.core.storage import atomic_write
 from sft_assets.defs.diversity import ALL_CORPORA
 from sft_assets.defs.metadata import markdown_table
@@ -64,12 +63,13 @@ def selection_report(context: dg.AssetExecutionContext, config: SelectionReportC
         excluded=sv.excluded_ids(selection_decisions, held), k=k, seeds=config.seeds, recipe=recipe,
         judge_items=config.judge_items, log=context.log.info,
     )
-    judge = None
+    judge, skipped = None, None
     if config.judge_items and quality_model.height:
-        row = quality_model.row(0, named=True)
-        judge = sv.quality_judge(load_model(row["path"], row["sha256"]), embedding_model.load(),
-                                 embedding_model.answer_max_tokens)
+        judge, skipped = sv.gated_judge(quality_model.row(0, named=True), embedding_model.load(),
+                                        embedding_model.answer_max_tokens)
     report = experiment.run(lm, judge)
+    if skipped:
+        report["judge"] = {"skipped": skipped}
     report["config"] = {"label": "", "device": lm.device, "model": lm.model_id, "run_id": context.run_id,
                         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                         "eval_per_dataset": config.eval_per_dataset, "eval_files": config.eval_files}

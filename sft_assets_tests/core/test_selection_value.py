@@ -213,3 +213,19 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return bool(torch.equal(a, b))
+
+
+def test_a_judge_its_gate_refused_gives_no_second_reading(tmp_path):
+    """The judge's preference between arms is read only from a judge that passed its gate; a refused one is
+    skipped with the gate's reason instead of being reported as a second opinion."""
+    from sklearn.linear_model import LogisticRegression
+
+    from sft_assets.core.quality import save_model
+
+    model = LogisticRegression().fit(np.array([[0.0], [1.0]]), [0, 1])
+    row = {"path": str(tmp_path / "judge.skops"), "gate": None}
+    row["sha256"] = save_model(model, row["path"])
+    judge, skipped = sv.gated_judge(row, sentence_model=None)
+    assert callable(judge) and skipped is None
+    judge, skipped = sv.gated_judge({**row, "gate": "preference 0.644<=length 0.655"}, sentence_model=None)
+    assert judge is None and "refused by its gate (preference 0.644<=length 0.655)" in skipped
