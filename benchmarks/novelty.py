@@ -9,8 +9,8 @@ distribution) plus foreign rows planted at 1 %, 5 % and 20 % of the candidates, 
 For each, the ranking AUC of the novelty score (foreign against same-distribution candidates), the share of
 foreign rows called novel at the default cut, the share of same-distribution rows called novel, the view
 chosen and the gate's decision; the same figures for each view alone. Also:
-- focus: the classifier trained on every candidate (focus 1.0, as before) against the share of candidates
-  least like the reference by kNN (``core.novelty.FOCUS``), at 1 % and 5 %;
+- focus: the focused view's classifier trained on every candidate (focus 1.0: the plain classifier) against
+  smaller shares of the candidates least like the reference by kNN (``core.novelty.FOCUS``), at 1 % and 5 %;
 - null: candidates are same-distribution only (the gate must refuse);
 - reverse mode: alpaca_en rows planted at 5 % among the foreign rows: ranked first by most_like_reference;
 - cost: 100,000 x 384 candidate vectors (real vectors plus small noise) against references of 500, 5,000
@@ -192,8 +192,8 @@ def plot(plotted: dict, path: Path) -> None:
 
 
 def focus_sweep(emb: dict[str, np.ndarray], focuses=(1.0, 0.25, FOCUS, 0.05)) -> dict:
-    """The chosen view's figures when the classifier trains on the ``focus`` share of candidates least like the
-    reference (1.0: every candidate), for the small shares where it matters."""
+    """The focused view's figures when its classifier trains on the ``focus`` share of candidates least like the
+    reference (1.0: every candidate, the plain classifier), for the small shares where it matters."""
     reference, same = emb["alpaca_en"][:N_REFERENCE], emb["alpaca_en"][N_REFERENCE:]
     out = {}
     for name in FOREIGN:
@@ -203,9 +203,8 @@ def focus_sweep(emb: dict[str, np.ndarray], focuses=(1.0, 0.25, FOCUS, 0.05)) ->
             for focus in focuses:
                 result = novelty_scores(reference, np.vstack([same, emb[name][:n]]), focus=focus)
                 row = figures(result, is_foreign)
-                out[f"{name}@{share:.0%} focus={focus:g}"] = {k: row[k] for k in (
-                    "auc", "foreign_called_novel", "same_called_novel", "view", "gate_usable")} | {
-                    "classifier_auc": row["views"]["classifier"]["auc"]}
+                out[f"{name}@{share:.0%} focus={focus:g}"] = row["views"]["focused"] | {
+                    "view_used": row["view"], "gate_usable": row["gate_usable"]}
                 print(f"  {name:11s} {share:4.0%} focus {focus:g}: {out[f'{name}@{share:.0%} focus={focus:g}']}",
                       flush=True)
     return out
