@@ -252,11 +252,16 @@ def outcome(data: Path) -> dict:
     options = store.read_partitions("option_probabilities")
     correct = options["correct"].drop_nulls() if options is not None else pl.Series([], dtype=pl.Boolean)
     judge = store.read("quality_model").row(0, named=True)
-    novelty_gate = store.read("novelty_scores")["novelty_gate"].drop_nulls()
+    novelty = store.read("novelty_scores")
+    novelty_gate = novelty["novelty_gate"].drop_nulls()
+    novel_by_folder = (store.read("candidate_pool").select("record_id", "corpus").join(novelty, on="record_id")
+                       .group_by(folder=pl.col("corpus").str.split("/").list.first())
+                       .agg(novel=(pl.col("novelty_prob") <= 0.05).mean().round(3)).sort("folder"))
     return {
         "quality_judge": {key: judge.get(key) for key in ("gate", "n_pairs", "preference_accuracy",
                                                            "preference_length_baseline", "other_answer_accuracy")},
         "novelty_filtering": "on" if novelty_gate.is_empty() else f"off: {novelty_gate[0]}",
+        "called_novel_by_folder": dict(novel_by_folder.iter_rows()),
         "pool_rows": decisions.height,
         "kept": {name: store.read(name).height for name in ("sft_dataset", "rm_dataset", "ppo_prompts")},
         "dropped": dropped.height,
