@@ -71,6 +71,13 @@ class Embedder:
     def save(self) -> None:
         np.savez(self.path, **self.cache)
 
+    def prompts(self, texts: list[str]) -> np.ndarray:
+        return self(texts)
+
+    def answers(self, texts: list[str]) -> np.ndarray:
+        """Answers read to the judge's token limit, as the asset embeds them."""
+        return self(texts, ANSWER_TOKENS)
+
 
 def records(pattern: str) -> pl.DataFrame:
     frames = [read_file(path, str(path.relative_to(CORPORA))).records for path in sorted(CORPORA.glob(pattern))]
@@ -83,6 +90,14 @@ def pool_rows(n: int, seed: int) -> pl.DataFrame:
     sft = sft.filter(quality_rules(sft).list.len() == 0)
     return sft.sample(n, seed=seed).select(prompt=user_prompt(pl.col("instruction"), pl.col("input")),
                                            answer=pl.col("output"))
+
+
+def current_judge(embed: Embedder, n_pool: int, seed: int):
+    """(alpaca_eval pairs, pool rows, judge, report): the judge trained as the asset trains it, on the AlpacaEval
+    pairs and ``n_pool`` alpaca_en rows (the self-supervised pairs)."""
+    pairs, pool = records("alpaca_eval/*.json"), pool_rows(n_pool, seed)
+    model, report = train_quality_model(pairs, pool, embed.prompts, embed.answers, seed=seed)
+    return pairs, pool, model, report
 
 
 def figure(accuracy, baseline, n) -> dict:
@@ -101,16 +116,8 @@ def main() -> None:
     args.scratch.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     embed = Embedder(args.scratch)
-
-    def prompts(texts):
-        return embed(texts)
-
-    def answers(texts):
-        return embed(texts, ANSWER_TOKENS)
-
-    pairs = records("alpaca_eval/*.json")
-    pool = pool_rows(args.pool_rows, args.seed)
-    model, report = train_quality_model(pairs, pool, prompts, answers, seed=args.seed)
+    prompts, answers = embed.prompts, embed.answers
+    pairs, pool, model, report = current_judge(embed, args.pool_rows, args.seed)
     held = report["held_out"]
     results: dict = {"gate": report["gate"], "train": {k: v for k, v in report.items() if k != "held_out"}}
 

@@ -25,10 +25,10 @@ from bench_env import REPO, write_result  # first: offline models, the package o
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
-from quality import ANSWER_TOKENS, Embedder, pool_rows, records  # noqa: E402
+from quality import Embedder, current_judge, records  # noqa: E402
 
 from sft_assets.core.datasets import user_prompt  # noqa: E402
-from sft_assets.core.quality import quality_rules, quality_scores, train_quality_model  # noqa: E402
+from sft_assets.core.quality import quality_rules, quality_scores  # noqa: E402
 
 
 CUTS = (0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05)
@@ -53,15 +53,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "quality_drops.json")
     args = parser.parse_args()
     embed = Embedder(args.scratch)
-
-    def prompts(texts):
-        return embed(texts)
-
-    def answers(texts):
-        return embed(texts, ANSWER_TOKENS)
-
-    pool = pool_rows(args.pool_rows, args.seed)
-    new_model, report = train_quality_model(records("alpaca_eval/*.json"), pool, prompts, answers, seed=args.seed)
+    prompts, answers = embed.prompts, embed.answers
+    _, pool, new_model, report = current_judge(embed, args.pool_rows, args.seed)
     old = old_module(args.old_commit)
     hh = records("hh_rlhf/*.jsonl.gz").head(args.hh_pairs)
     old_model, _ = old.train_quality_model(prompts(hh["prompt"].to_list()), answers(hh["chosen"].to_list()),
