@@ -319,6 +319,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-incremental", action="store_true")
     parser.add_argument("--files", type=int, help="a smoke run: only the N smallest files, plus hh_rlhf "
                         "(the quality model's preference pairs); default all")
+    parser.add_argument("--outcome-of", type=Path, metavar="WORK", help="run nothing: write only what the "
+                        "warehouse a run left under WORK holds (no timings), e.g. after a run resumed by hand")
     return parser.parse_args()
 
 
@@ -343,6 +345,11 @@ def report(result: dict) -> str:
 
 def main() -> None:
     args = parse_args()
+    if args.outcome_of:
+        bench_env.write_result(args.out, {"benchmark": "what a run's warehouse holds (no timings)",
+                                          "work": str(args.outcome_of), "outcome": outcome(args.outcome_of / "data")})
+        print(f"results in {args.out}")
+        return
     corpora = args.corpora.resolve()
     relpaths = corpus_files(corpora, args.hold_out, args.files)
     work = (args.work or Path(tempfile.mkdtemp(prefix="pipeline-bench-"))).resolve()
