@@ -267,6 +267,9 @@ def outcome(data: Path) -> dict:
         "dropped": dropped.height,
         "first_reason": dict(dropped.group_by(pl.col("first_reason").str.split(":").list.first())
                              .len().sort("len", descending=True).iter_rows()),
+        "diverse_subset_picks": dict(decisions.filter(pl.col("diverse_rank").is_not_null())
+                                     .group_by(pl.col("first_reason").str.split(":").list.first().fill_null("kept"))
+                                     .len().sort("len", descending=True).iter_rows()),
         "exam_items_scored": correct.len(),
         "exam_accuracy": round(float(correct.mean()), 4) if correct.len() else None,
     }
