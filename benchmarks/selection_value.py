@@ -6,8 +6,10 @@ bundled SmolLM2-135M-Instruct on each arm and seed (see ``sft_assets.core.select
 ``benchmarks/results/selection_value.json`` and ``selection_value.png`` (loss per arm, error bars: std
 over seeds).
 
-CPU defaults (k=150, 3 seeds, one epoch of batch 8, 256 tokens, 50 evaluation rows per set) are sized
-for an hour on two idle cores; with a GPU the default k is 1,000. ``--label`` marks a reduced run in the results.
+CPU defaults: k=150, 3 seeds, one epoch of batch 8, 256 tokens, 50 evaluation rows per set. On the 2-core
+machine one seed of the 7 arms took 3,840 s on the whole corpora (results/selection_value.json), so the
+defaults take about 3 hours there; ``--deadline`` stops after the last whole seed round that fits. With a GPU
+the default k is 1,000. ``--label`` marks a reduced run in the results.
 
     SFT_ASSETS_DATA=/tmp/sft python benchmarks/selection_value.py
     python benchmarks/selection_value.py --k 64 --seeds 0 1 --max-tokens 128 --label "reduced: shared CPU"

@@ -31,8 +31,8 @@ from sft_assets.core.datasets import sft_dataset, user_prompt
 from sft_assets.core.readers import dataset_name
 
 ABLATED_STAGES = ("quality", "novelty", "uncertainty", "kcenter")
-# Rows per arm: on a GPU as the issue asks; on CPU what one hour of two idle cores fits: k=300 (7 arms x 3 seeds,
-# 256 tokens) was estimated at 84 min from the measured CPU seconds per token (benchmarks/results/selection_value.json).
+# Rows per arm: on a GPU as the issue asks; on CPU k=150, which was estimated to fit an hour on two cores but
+# took 3,840 s per seed of 7 arms on the whole corpora (benchmarks/results/selection_value.json).
 GPU_K = 1000
 CPU_K = 150
 BASE_ARMS = ("random", "dedup", "selected")
@@ -381,6 +381,12 @@ class Experiment:
                 self.arm_frames[arm][seed] = arm_rows(self.records, self.decisions, ids)
         return self.arm_frames
 
+    def same_rows_as(self, arm: str, seed: int, earlier: Sequence[str]) -> str | None:
+        """An earlier arm that trains on exactly this arm's rows for ``seed`` (e.g. ``no_quality`` when the
+        quality stage dropped none of the picks), or None."""
+        ids = set(self.arm_frames[arm][seed]["record_id"])
+        return next((other for other in earlier if set(self.arm_frames[other][seed]["record_id"]) == ids), None)
+
     def run(self, lm, judge: Callable[[list[str], list[str]], np.ndarray] | None = None) -> dict:
         """Train every (arm, seed) from the same starting weights and evaluate it; the report as a dict."""
         import torch
@@ -399,7 +405,13 @@ class Experiment:
         seeds_done: list[int] = []
         for seed in self.seeds:  # seed by seed, so a deadline leaves whole rounds of every arm
             round_started = time.time()
-            for arm in self.arms:
+            for i, arm in enumerate(self.arms):
+                twin = self.same_rows_as(arm, seed, self.arms[:i])
+                if twin is not None:  # same rows, seed and recipe: the same training, so the same losses
+                    for name in evals:
+                        losses[name][arm].append(losses[name][twin][-1])
+                    self.log(f"{arm} seed {seed}: the same rows as {twin}, not trained again")
+                    continue
                 train = encode(tokenizer, *conversations(self.arm_frames[arm][seed]), self.recipe.max_tokens)
                 lm.model.load_state_dict(start_weights)
                 started, cpu = time.perf_counter(), time.process_time()
@@ -439,7 +451,8 @@ class Experiment:
             "seeds": seeds_done,
             "seeds_asked": list(self.seeds),
             "recipe": self.recipe.to_dict(),
-            "arms": {arm: _arm_summary(self.arm_frames[arm]) for arm in self.arms},
+            "arms": {arm: _arm_summary(self.arm_frames[arm]) | {"same_rows_as": self.same_rows_as(
+                arm, self.seeds[0], self.arms[:i])} for i, arm in enumerate(self.arms)},
             "eval_sets": sizes,
             "loss": {name: summarize(per_arm) for name, per_arm in grids.items()},
             "vs_random": {

@@ -187,11 +187,18 @@ def test_training_smoke_run_lowers_the_loss_and_reports_every_arm(lm, records, d
     lm.model.load_state_dict(start)
 
     eval_rows = sv.arm_rows(records, decisions, held["record_id"].head(4).to_list())
+    lines = []
     experiment = sv.Experiment(decisions=decisions, records=records, eval_sets={"pool:slice": eval_rows},
                                excluded=excluded, k=2, seeds=[0, 1], recipe=sv.Recipe(steps=1, batch_size=2, max_tokens=48),
-                               arms=("random", "selected"), judge_items=0, log=lambda _: None)
+                               arms=("random", "selected", "no_quality"), judge_items=0, log=lines.append)
+    experiment.build_arms()
+    experiment.arm_frames["no_quality"] = experiment.arm_frames["selected"]  # as when quality dropped no pick
     report = experiment.run(lm)
-    assert set(report["loss"]["pool:slice"]) == {"random", "selected"}
+    assert set(report["loss"]["pool:slice"]) == {"random", "selected", "no_quality"}
+    loss = report["loss"]["pool:slice"]
+    assert loss["no_quality"]["per_seed"] == loss["selected"]["per_seed"]
+    assert report["arms"]["no_quality"]["same_rows_as"] == "selected" and report["arms"]["random"]["same_rows_as"] is None
+    assert sum("not trained again" in line for line in lines) == 2  # once per seed: it is not trained
     assert len(report["loss"]["pool:slice"]["selected"]["per_seed"]) == 2
     assert report["vs_random"]["pool:slice"]["selected"]["n_items"] == 4
     assert report["recipe"]["steps"] == 1 and report["seeds"] == [0, 1]
