@@ -14,8 +14,8 @@ Three views score how much each candidate looks like the curated reference set:
   at 1 % of 2,000 alpaca_en rows: ranking AUC 0.72 trained on every candidate,
   0.91 focused; benchmarks/novelty.py). Rows outside the focus are scored by
   the mean of the fold models, none of which saw them. It does not replace the
-  plain classifier: against a small reference (400 rows, 80 held out) the
-  plain one's excess was clearer (gate p 0.001 against 0.2).
+  plain classifier: against a small reference (the tests' 400 rows, 80 held
+  out) the plain one's excess over the held-out rows was the clearer.
 
 Neither raw score has a meaning on its own (balanced class weights put
 same-distribution rows near 0.5, and similarity levels depend on the domain),
