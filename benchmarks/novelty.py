@@ -220,8 +220,8 @@ def main() -> None:
     print("planted foreign rows", flush=True)
     rows, plotted = planted(emb)
     results = {
-        "setup": {"reference": f"{N_REFERENCE} alpaca_en rows", "same_distribution": f"{N_SAME} alpaca_en rows", "focus": FOCUS,
-                  "false_novel_rate": FALSE_NOVEL_RATE, "embedding": MODEL_ID},
+        "setup": {"reference": f"{N_REFERENCE} alpaca_en rows", "same_distribution": f"{N_SAME} alpaca_en rows",
+                  "focus": FOCUS, "false_novel_rate": FALSE_NOVEL_RATE, "embedding": MODEL_ID},
         "planted": rows,
         "focus": focus_sweep(emb),
         "null": null_case(emb),

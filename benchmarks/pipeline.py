@@ -51,6 +51,7 @@ import dagster as dg  # noqa: E402
 import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
+from sft_assets.core.novelty import FALSE_NOVEL_RATE  # noqa: E402
 from sft_assets.core.rawfiles import scan_root  # noqa: E402
 
 HOLD_OUT = "alpaca_en/alpaca_data-27270-30186.json"
@@ -256,7 +257,8 @@ def outcome(data: Path) -> dict:
     novelty_gate = novelty["novelty_gate"].drop_nulls()
     novel_by_folder = (store.read("candidate_pool").select("record_id", "corpus").join(novelty, on="record_id")
                        .group_by(folder=pl.col("corpus").str.split("/").list.first())
-                       .agg(novel=(pl.col("novelty_prob") <= 0.05).mean().round(3)).sort("folder"))
+                       .agg(novel=(pl.col("novelty_prob") <= FALSE_NOVEL_RATE + 1e-12).mean().round(3))
+                       .sort("folder"))
     return {
         "quality_judge": {key: judge.get(key) for key in ("gate", "n_pairs", "preference_accuracy",
                                                            "preference_length_baseline", "other_answer_accuracy")},
