@@ -115,9 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         judge, skipped = sv.gated_judge(row, load_sentence_model(row["embedding_model"]))
     started = time.perf_counter()
     lm = load_causal_lm(device=device, precision=args.precision)
-    report = experiment.run(lm, judge)
+    report = experiment.run(lm, judge, skipped)
     if skipped:
-        report["judge"] = {"skipped": skipped}
         print(skipped)
     report["config"] = {
         **commit(), "label": args.label, "device": device, "precision": args.precision,

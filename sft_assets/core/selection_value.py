@@ -387,8 +387,10 @@ class Experiment:
         ids = set(self.arm_frames[arm][seed]["record_id"])
         return next((other for other in earlier if set(self.arm_frames[other][seed]["record_id"]) == ids), None)
 
-    def run(self, lm, judge: Callable[[list[str], list[str]], np.ndarray] | None = None) -> dict:
-        """Train every (arm, seed) from the same starting weights and evaluate it; the report as a dict."""
+    def run(self, lm, judge: Callable[[list[str], list[str]], np.ndarray] | None = None,
+            judge_skipped: str | None = None) -> dict:
+        """Train every (arm, seed) from the same starting weights and evaluate it; the report as a dict.
+        ``judge_skipped`` (see ``gated_judge``) is recorded as why there is no judge's reading."""
         import torch
 
         if not self.arm_frames:
@@ -471,6 +473,8 @@ class Experiment:
                 "max_new_tokens": self.judge_max_new_tokens,
                 **preference(judge(prompts, answers[first]), judge(prompts, answers[second])),
             }
+        elif judge_skipped:
+            report["judge"] = {"skipped": judge_skipped}
         return report
 
 

@@ -67,9 +67,7 @@ def selection_report(context: dg.AssetExecutionContext, config: SelectionReportC
     if config.judge_items and quality_model.height:
         judge, skipped = sv.gated_judge(quality_model.row(0, named=True), embedding_model.load(),
                                         embedding_model.answer_max_tokens)
-    report = experiment.run(lm, judge)
-    if skipped:
-        report["judge"] = {"skipped": skipped}
+    report = experiment.run(lm, judge, skipped)
     report["config"] = {"label": "", "device": lm.device, "model": lm.model_id, "run_id": context.run_id,
                         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                         "eval_per_dataset": config.eval_per_dataset, "eval_files": config.eval_files}

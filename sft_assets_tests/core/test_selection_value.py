@@ -193,7 +193,8 @@ def test_training_smoke_run_lowers_the_loss_and_reports_every_arm(lm, records, d
                                arms=("random", "selected", "no_quality"), judge_items=0, log=lines.append)
     experiment.build_arms()
     experiment.arm_frames["no_quality"] = experiment.arm_frames["selected"]  # as when quality dropped no pick
-    report = experiment.run(lm)
+    report = experiment.run(lm, judge_skipped="no second reading: refused")
+    assert report["judge"] == {"skipped": "no second reading: refused"}
     assert set(report["loss"]["pool:slice"]) == {"random", "selected", "no_quality"}
     loss = report["loss"]["pool:slice"]
     assert loss["no_quality"]["per_seed"] == loss["selected"]["per_seed"]
