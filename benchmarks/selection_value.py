@@ -6,13 +6,13 @@ bundled SmolLM2-135M-Instruct on each arm and seed (see ``sft_assets.core.select
 ``benchmarks/results/selection_value.json`` and ``selection_value.png`` (loss per arm, error bars: std
 over seeds).
 
-CPU defaults: k=150, 3 seeds, one epoch of batch 8, 256 tokens, 50 evaluation rows per set. On the 2-core
-machine one seed of the 7 arms took 3,840 s on the whole corpora (results/selection_value.json), so the
-defaults take about 3 hours there; ``--deadline`` stops after the last whole seed round that fits. With a GPU
-the default k is 1,000. ``--label`` marks a reduced run in the results.
+Defaults follow the device (``selection_value.CPU_SCALE``, ``GPU_SCALE``): on CPU k=64, 3 seeds, one epoch
+in batches of 4, 128 tokens, 30 evaluation rows per source dataset, sized for an hour on two cores; on a GPU
+k=1,000, batches of 8, 256 tokens, 50 rows. ``--deadline`` stops after the last whole seed round that fits;
+``--label`` marks a reduced run in the results.
 
     SFT_ASSETS_DATA=/tmp/sft python benchmarks/selection_value.py
-    python benchmarks/selection_value.py --k 64 --seeds 0 1 --max-tokens 128 --label "reduced: shared CPU"
+    python benchmarks/selection_value.py --k 32 --seeds 0 1 --label "reduced: shared CPU"
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,14 +46,14 @@ def commit() -> dict:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--k", type=int, help="rows per arm (default: 150 on CPU, 1000 on a GPU)")
+    p.add_argument("--k", type=int, help="rows per arm (default: the device's scale, 64 on CPU, 1000 on a GPU)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=float, default=1.0, help="sets --steps when it is not given")
     p.add_argument("--steps", type=int, help="optimizer steps per run (default: epochs * k / batch size)")
     p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-tokens", type=int, default=256, help="tokens per row (prompt and answer)")
-    p.add_argument("--eval-per-dataset", type=int, default=50, help="held-out pool rows per source dataset")
+    p.add_argument("--batch-size", type=int, help="default: the device's scale")
+    p.add_argument("--max-tokens", type=int, help="tokens per row, prompt and answer (default: the device's scale)")
+    p.add_argument("--eval-per-dataset", type=int, help="held-out pool rows per source dataset (default: the scale)")
     p.add_argument("--eval-file", action="append", default=[], help="more evaluation files (any reader format)")
     p.add_argument("--no-curated-eval", action="store_true", help="leave the curated seed tasks out of evaluation")
     p.add_argument("--arms", nargs="+", help="arms to train (default: all)")
@@ -85,9 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     settings = Settings.from_env()
     device = resolve_device(args.device)
-    k = args.k or (sv.GPU_K if device != "cpu" else sv.CPU_K)
-    recipe = sv.Recipe(steps=args.steps or max(1, math.ceil(args.epochs * k / args.batch_size)), lr=args.lr,
-                       batch_size=args.batch_size, max_tokens=args.max_tokens)
+    scale = sv.default_scale(device)
+    k = args.k or scale.k
+    batch_size = args.batch_size or scale.batch_size
+    eval_per_dataset = args.eval_per_dataset or scale.eval_per_dataset
+    recipe = sv.Recipe(steps=args.steps or max(1, math.ceil(args.epochs * k / batch_size)), lr=args.lr,
+                       batch_size=batch_size, max_tokens=args.max_tokens or scale.max_tokens)
     store = Warehouse(settings.warehouse)
     decisions = store.read("selection_decisions")
     records = store.read_partitions("raw_records")
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         files = scan_root(settings.curated_root).files
         curated = pl.concat([read_file(f.path, key).records for key, f in sorted(files.items())],
                             how="vertical_relaxed") if files else None
-    eval_sets = sv.default_eval_sets(decisions, records, args.eval_per_dataset, curated)
+    eval_sets = sv.default_eval_sets(decisions, records, eval_per_dataset, curated)
     for path in args.eval_file:
         eval_sets[f"file:{Path(path).name}"] = sv.eval_file_rows(path)
     held = set().union(*(set(rows["record_id"]) for rows in eval_sets.values()))
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     report["config"] = {
         **commit(), "label": args.label, "device": device, "precision": args.precision,
         "threads": torch.get_num_threads(), "model": lm.model_id, "warehouse": settings.warehouse,
-        "eval_per_dataset": args.eval_per_dataset, "eval_files": args.eval_file, "deadline": args.deadline,
+        "eval_per_dataset": eval_per_dataset, "eval_files": args.eval_file, "deadline": args.deadline,
         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_s": round(time.perf_counter() - started, 1),
         "pool_rows": decisions.height, "kept_rows": int(decisions["kept"].sum()),
@@ -150,26 +154,28 @@ def deadline(hhmm: str | None) -> float | None:
 
 
 def default_cost(report: dict, experiment, tokenizer) -> dict:
-    """What the default CPU configuration (7 arms x 3 seeds, k=300 rows of at most 256 tokens, one epoch, the
-    same evaluation sets) costs on two idle cores, from this run's CPU seconds per token (CPU time, not wall
-    time: the shared machine's load inflates wall time, not the work) and the rows' real lengths at 256 tokens."""
+    """What the CPU defaults (``CPU_SCALE``: 7 arms x 3 seeds, the same evaluation sets cut the same way) cost on
+    two idle cores, from this run's CPU seconds per token (CPU time, not wall time: the shared machine's load
+    inflates wall time, not the work) and the rows' real lengths at the default cut."""
     from sft_assets.core import selection_value as sv
 
+    scale = sv.CPU_SCALE
     timing, tokens = report["timing_s"], report["tokens"]
     train_per_token = timing["train_cpu_s"] / max(tokens["train"], 1)
     eval_per_token = timing["eval_cpu_s"] / max(tokens["eval"], 1)
     frames = experiment.arm_frames.get("selected") or next(iter(experiment.arm_frames.values()))
     rows = next(iter(frames.values()))
-    lengths = [len(e.prompt) + len(e.answer) for e in sv.encode(tokenizer, *sv.conversations(rows), 256)]
+    lengths = [len(e.prompt) + len(e.answer) for e in sv.encode(tokenizer, *sv.conversations(rows), scale.max_tokens)]
     evals = [len(e.prompt) + len(e.answer) for frame in experiment.eval_sets.values()
-             for e in sv.encode(tokenizer, *sv.conversations(frame), 256)]
+             for e in sv.encode(tokenizer, *sv.conversations(frame), scale.max_tokens)]
     mean = sum(lengths) / len(lengths)
-    cpu_s = 7 * 3 * (300 * mean * train_per_token + sum(evals) * eval_per_token)
+    cpu_s = len(sv.ARMS) * 3 * (scale.k * mean * train_per_token + sum(evals) * eval_per_token)
     return {
         "train_cpu_s_per_token": round(train_per_token, 4), "eval_cpu_s_per_token": round(eval_per_token, 4),
-        "mean_row_tokens_at_256": round(mean, 1),
+        "scale": asdict(scale), f"mean_row_tokens_at_{scale.max_tokens}": round(mean, 1),
         "default_cpu_s": round(cpu_s), "default_wall_s_on_2_idle_cores": round(cpu_s / 2),
-        "note": "per-token CPU cost measured in this run (at its max_tokens); the judge's generation is not included",
+        "note": "per-token CPU cost measured in this run; every arm trained (no twin reuse); the judge's "
+                "generation is not included",
     }
 
 

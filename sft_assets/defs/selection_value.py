@@ -20,14 +20,15 @@ from sft_assets.defs.selection import ExportFolder
 
 class SelectionReportConfig(dg.Config):
     k: int | None = None
-    """Rows per arm; None: 1,000 on a GPU, else the CPU default (sized for an hour on two cores)."""
+    """Rows per arm. None here and below: the device's scale (`selection_value.CPU_SCALE`, sized for 3 seeds
+    in an hour on two cores, or `GPU_SCALE`, k = 1,000)."""
     seeds: list[int] = [0, 1, 2]
     steps: int | None = None
     """Optimizer steps per run; None: one epoch of k rows."""
     lr: float = 5e-5
-    batch_size: int = 8
-    max_tokens: int = 256
-    eval_per_dataset: int = 50
+    batch_size: int | None = None
+    max_tokens: int | None = None
+    eval_per_dataset: int | None = None
     eval_files: list[str] = []
     """More evaluation files, relative to the raw root, in any format the readers accept."""
     curated_eval: bool = True
@@ -49,11 +50,14 @@ def selection_report(context: dg.AssetExecutionContext, config: SelectionReportC
                      language_model: LanguageModel, embedding_model: EmbeddingModel, raw_root: RawRoot,
                      curated_root: RawRoot, export_folder: ExportFolder):
     lm = language_model.load()
-    k = config.k or (sv.GPU_K if lm.device != "cpu" else sv.CPU_K)
-    recipe = sv.Recipe(steps=config.steps or math.ceil(k / config.batch_size), lr=config.lr,
-                       batch_size=config.batch_size, max_tokens=config.max_tokens)
+    scale = sv.default_scale(lm.device)
+    k = config.k or scale.k
+    batch_size = config.batch_size or scale.batch_size
+    eval_per_dataset = config.eval_per_dataset or scale.eval_per_dataset
+    recipe = sv.Recipe(steps=config.steps or math.ceil(k / batch_size), lr=config.lr,
+                       batch_size=batch_size, max_tokens=config.max_tokens or scale.max_tokens)
     curated = curated_root.read_all()[0] if config.curated_eval else None
-    eval_sets = sv.default_eval_sets(selection_decisions, raw_records, config.eval_per_dataset, curated)
+    eval_sets = sv.default_eval_sets(selection_decisions, raw_records, eval_per_dataset, curated)
     for name in config.eval_files:
         path, _ = raw_root.confine(name)
         eval_sets[f"file:{name}"] = sv.eval_file_rows(path, raw_root.reader_options())
@@ -70,7 +74,7 @@ def selection_report(context: dg.AssetExecutionContext, config: SelectionReportC
     report = experiment.run(lm, judge, skipped)
     report["config"] = {"label": "", "device": lm.device, "model": lm.model_id, "run_id": context.run_id,
                         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                        "eval_per_dataset": config.eval_per_dataset, "eval_files": config.eval_files}
+                        "eval_per_dataset": eval_per_dataset, "eval_files": config.eval_files}
     folder = export_folder.path
     atomic_write(f"{folder}/{SELECTION_REPORT}", lambda fh: fh.write(json.dumps(report, indent=2).encode()))
     refresh_selection_value_section(folder)
