@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -150,7 +150,8 @@ def deadline(hhmm: str | None) -> float | None:
         return None
     now = datetime.now(timezone.utc)
     hour, minute = map(int, hhmm.split(":"))
-    return now.replace(hour=hour, minute=minute, second=0, microsecond=0).timestamp()
+    at = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    return (at + timedelta(days=1) if at <= now else at).timestamp()  # 01:10 asked at 23:00 is tomorrow's
 
 
 def default_cost(report: dict, experiment, tokenizer) -> dict:
