@@ -336,12 +336,36 @@ def _novelty(frame: pl.DataFrame, policy: SelectionPolicy) -> pl.DataFrame:
     if not policy.require_novel:
         return frame
     prob, rate = pl.col("novelty_prob"), policy.novelty_false_novel_rate
-    reason = (
-        pl.when(prob > rate).then(pl.format(f"not_novel:p={{}}>{rate:g}", _value(prob)))
-        if policy.novelty_keep == "novel"
-        else pl.when(prob <= rate).then(pl.format(f"novel:p={{}}<={rate:g}", _value(prob)))
-    )
-    return _append(frame, reason)
+    sign = ">" if policy.novelty_keep == "novel" else "<="
+    name = "not_novel" if policy.novelty_keep == "novel" else "novel"
+    return _append(frame, pl.when(dropped_by_novelty(prob, rate, policy.novelty_keep)).then(
+        pl.format(f"{name}:p={{}}{sign}{rate:g}", _value(prob))))
+
+
+def novelty_cut(novelty: pl.DataFrame) -> dict:
+    """The novelty stage's cut as ``SelectionPolicy`` fields, read from its table (constant columns
+    ``novelty_cut`` and ``novelty_keep``, where ``all`` means no filtering), so the diverse subset and the
+    selection apply one cut. A table without them (written before they existed, or empty): the defaults."""
+    if not {"novelty_cut", "novelty_keep"} <= set(novelty.columns) or novelty.height == 0:
+        return {}
+    keep = novelty["novelty_keep"][0]
+    return {"require_novel": keep != "all", "novelty_false_novel_rate": float(novelty["novelty_cut"][0]),
+            "novelty_keep": "novel" if keep == "all" else keep}
+
+
+def not_wanted_by_novelty(novelty: pl.DataFrame) -> pl.Series:
+    """The record ids the novelty cut drops (none while its gate refuses the signal, or with ``all``)."""
+    cut = SelectionPolicy(**novelty_cut(novelty))
+    if not cut.require_novel:
+        return pl.Series("record_id", [], dtype=pl.String)
+    return novelty.filter(
+        dropped_by_novelty(pl.col("novelty_prob"), cut.novelty_false_novel_rate, cut.novelty_keep))["record_id"]
+
+
+def dropped_by_novelty(prob: pl.Expr, rate: float, keep: str) -> pl.Expr:
+    """Whether the novelty cut drops a row: ``keep="novel"`` drops rows with ``novelty_prob`` above the
+    false-novel rate, ``"like_reference"`` the novel ones. Null where the signal is (gated or missing)."""
+    return prob > rate if keep == "novel" else prob <= rate
 
 
 def _uncertainty(policy: SelectionPolicy) -> pl.Expr:

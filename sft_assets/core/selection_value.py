@@ -105,6 +105,16 @@ def kept_without(decisions: pl.DataFrame, stage: str | None) -> pl.Series:
     return counts.select(pl.sum_horizontal(others) == 0).to_series().alias("kept")
 
 
+def chose_kcenter_candidates(decisions: pl.DataFrame, stage: str) -> bool:
+    """Whether ``stage`` acted before K-Center (diverse_subset's ``after_novelty``): some rows carry a K-Center
+    rank, and none of the rows it dropped does. Its reasons then hide rows K-Center never saw, so ignoring
+    them brings none back: that ablation needs a build with the stage after K-Center."""
+    counts = stage_reasons(decisions).select("record_id", pl.col(stage).alias("dropped"))
+    ranked = decisions.select("record_id", ranked=pl.col("diverse_rank").is_not_null()).join(counts, on="record_id")
+    dropped = ranked.filter(pl.col("dropped") > 0)
+    return bool(ranked["ranked"].any()) and dropped.height > 0 and not dropped["ranked"].any()
+
+
 # ---------------------------------------------------------------- evaluation rows and arms
 
 
@@ -405,6 +415,14 @@ class Experiment:
         ids = set(self.arm_frames[arm][seed]["record_id"])
         return next((other for other in earlier if set(self.arm_frames[other][seed]["record_id"]) == ids), None)
 
+    def _ablation_note(self, arm: str) -> dict:
+        stage = arm.removeprefix("no_")
+        if arm.startswith("no_") and chose_kcenter_candidates(self.decisions, stage):
+            return {"note": f"{stage} chose K-Center's candidates in this build, so ignoring its reasons brings "
+                            "back no row K-Center ranked; measure it on a build with it after K-Center"
+                            + (" (diverse_subset after_novelty: false)" if stage == "novelty" else "")}
+        return {}
+
     def run(self, lm, judge: Callable[[list[str], list[str]], np.ndarray] | None = None,
             judge_skipped: str | None = None) -> dict:
         """Train every (arm, seed) from the same starting weights and evaluate it; the report as a dict.
@@ -472,7 +490,7 @@ class Experiment:
             "seeds_asked": list(self.seeds),
             "recipe": self.recipe.to_dict(),
             "arms": {arm: _arm_summary(self.arm_frames[arm]) | {"same_rows_as": self.same_rows_as(
-                arm, self.seeds[0], self.arms[:i])} for i, arm in enumerate(self.arms)},
+                arm, self.seeds[0], self.arms[:i])} | self._ablation_note(arm) for i, arm in enumerate(self.arms)},
             "eval_sets": sizes,
             "loss": {name: summarize(per_arm) for name, per_arm in grids.items()},
             "vs_random": {
@@ -636,6 +654,9 @@ def verdict(report: dict) -> str:
     if hurting:
         arm = min(hurting, key=hurting.get)
         text += f" Switching off {arm.removeprefix('no_')} lowers the loss most ({hurting[arm]:+.4f}): that stage hurts."
+    for arm, about in report.get("arms", {}).items():
+        if about.get("note"):
+            text += f" {arm}: {about['note']}."
     return text
 
 

@@ -14,7 +14,9 @@ from sft_assets.core.kcenter import (
 )
 from sft_assets.core.plots import histogram_png, png_markdown
 from sft_assets.core.quality import hard_rule_failures, quality_rules
+from sft_assets.core.novelty import FALSE_NOVEL_RATE
 from sft_assets.core.records import embedding_texts
+from sft_assets.core.selection import not_wanted_by_novelty, novelty_cut
 from sft_assets.core.topics import centroids_of, topic_clusters as cluster_topics
 from sft_assets.core.vectors import EmbeddingVectors, MissingVectors
 from sft_assets.defs.metadata import markdown_table, table_metadata
@@ -306,6 +308,12 @@ class DiverseSubsetConfig(dg.Config):
     fresh: bool = False
     """A reproducible release build: ignore the previous subset in the warehouse (the same inputs give the
     same subset, whatever was built before)."""
+    after_novelty: bool = True
+    """Draw only from the rows the novelty cut keeps (novelty_scores' `keep` and `false_novel_rate`, while its
+    gate lets the signal through): the pool-wide, cheap filter comes before the picks that the language model
+    then scores. On the whole shared corpora, picking first and cutting after dropped 1,308 of 2,000 picks as
+    not novel, and the 623 left were mostly CMMLU exam items (benchmarks/results/pipeline_outcome.json).
+    False: K-Center over every rule-eligible row (what selection_value's no_novelty arm needs)."""
     random_baselines: int = 5
     """Random subsets of the same size whose mean covering radius is reported next to the subset's."""
 
@@ -323,6 +331,21 @@ def rule_eligible(pool: pl.DataFrame) -> pl.DataFrame:
     sft = pool.filter(pl.col("kind") == "sft")
     failed = sft.with_columns(rules=quality_rules(sft)).filter(hard_rule_failures(pl.col("rules")).list.len() > 0)
     return pool.join(failed.select("record_id"), on="record_id", how="anti", maintain_order="left")
+
+
+def novelty_use(config: DiverseSubsetConfig, novelty_scores: pl.DataFrame) -> str:
+    """What the novelty cut did to the subset's candidates, in words for the metadata."""
+    if not config.after_novelty:
+        return "not used: after_novelty is off"
+    cut = novelty_cut(novelty_scores)
+    gate = novelty_scores["novelty_gate"].drop_nulls()
+    if not gate.is_empty():
+        return f"not used: {gate[0]}"
+    if not cut.get("require_novel", True):
+        return "not used: novelty keep is all"
+    rate = cut.get("novelty_false_novel_rate", FALSE_NOVEL_RATE)
+    side = "novel" if cut.get("novelty_keep", "novel") == "novel" else "like the reference"
+    return f"drew from rows called {side} (false-novel rate {rate:g})"
 
 
 def _why_from_scratch(config: DiverseSubsetConfig, previous: pl.DataFrame | None, model: str) -> str | None:
@@ -345,17 +368,20 @@ def _why_from_scratch(config: DiverseSubsetConfig, previous: pl.DataFrame | None
     group_name="diversity",
     kinds={"numpy", "parquet"},
     ins={"embeddings": ALL_CORPORA},
-    description="K-Center-Greedy over the deduplicated pool rows that pass the cheap quality rules: a minimal, "
+    description="K-Center-Greedy over the deduplicated pool rows that pass the cheap quality rules and the "
+    "novelty cut (config `after_novelty`): a minimal, "
     "maximally diverse subset, each chosen row with its rank and the covering radius when it was picked. Each "
     "corpus is capped at its share of the budget and every category within a corpus gets a few picks first. "
     "By default the previous subset is extended (its picks stay, new rows enter where they are not covered); "
     "config `fresh` ignores it. Metadata: the true covering radius over the eligible pool against random subsets.",
 )
 def diverse_subset(config: DiverseSubsetConfig, candidate_pool: pl.DataFrame, near_duplicates: pl.DataFrame,
-                   topic_clusters: pl.DataFrame, embeddings: EmbeddingVectors, embedding_model: EmbeddingModel,
-                   warehouse: WarehouseResource):
+                   topic_clusters: pl.DataFrame, novelty_scores: pl.DataFrame, embeddings: EmbeddingVectors,
+                   embedding_model: EmbeddingModel, warehouse: WarehouseResource):
     deduplicated = near_duplicates.filter(pl.col("near_duplicate_of").is_null()).select("record_id")
-    eligible = rule_eligible(candidate_pool.join(deduplicated, on="record_id", how="semi", maintain_order="left"))
+    passed_rules = rule_eligible(candidate_pool.join(deduplicated, on="record_id", how="semi", maintain_order="left"))
+    unwanted = not_wanted_by_novelty(novelty_scores) if config.after_novelty else novelty_scores["record_id"].clear()
+    eligible = passed_rules.filter(~pl.col("record_id").is_in(unwanted.implode()))
     leaders = deduplicated.join(eligible.select("record_id", corpus=corpus_of(pl.col("corpus"))),
                                 on="record_id", maintain_order="left").join(
         topic_clusters, on="record_id", how="left", maintain_order="left")
@@ -400,7 +426,9 @@ def diverse_subset(config: DiverseSubsetConfig, candidate_pool: pl.DataFrame, ne
         **table_metadata(frame),
         "budget": budget,
         "pool_after_dedup": deduplicated.height,
-        "failed_quality_rule": deduplicated.height - leaders.height,
+        "failed_quality_rule": deduplicated.height - passed_rules.height,
+        "not_wanted_by_novelty": passed_rules.height - eligible.height,
+        "novelty": novelty_use(config, novelty_scores),
         "eligible_pool": leaders.height,
         "seconds": round(seconds, 2),
         "covering_radius": round(covering, 4),

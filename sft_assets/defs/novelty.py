@@ -50,7 +50,10 @@ class NoveltyConfig(dg.Config):
     seed: int = 0
     false_novel_rate: float = FALSE_NOVEL_RATE
     """Novel = less like the reference than (1 - this) of the held-out reference rows: about this share of
-    rows like the reference is wrongly called novel."""
+    rows like the reference is wrongly called novel. The diverse subset and the selection cut here."""
+    keep: Literal["novel", "like_reference", "all"] = "novel"
+    """Which side of the cut the datasets want: novel rows, rows like the reference ("find more like my
+    seeds"), or all (novelty scored and shown, never filtering). K-Center draws only from the wanted side."""
     gate_significance: float = GATE_SIGNIFICANCE
     """Novelty filtering is on only when more candidates lie beyond the held-out reference rows than old rows
     would put there, at this significance."""
@@ -81,15 +84,18 @@ def classify_novelty(config: NoveltyConfig, candidate_pool: pl.DataFrame, embedd
                          holdout_fraction=config.holdout_fraction, fit_predict=fit_predict)
 
 
-def novelty_frame(record_ids: pl.Series, result: NoveltyResult) -> pl.DataFrame:
+def novelty_frame(record_ids: pl.Series, result: NoveltyResult, keep: str = "novel") -> pl.DataFrame:
     """One row per candidate: ``novelty_prob`` (the p-value the selection cuts on) and ``novelty_score`` while
-    the gate lets the signal through; otherwise both null and ``novelty_gate`` says why."""
-    usable = result.usable
+    the gate lets the signal through; otherwise both null and ``novelty_gate`` says why. ``novelty_cut`` (the
+    false-novel rate) and ``novelty_keep`` carry the cut to the diverse subset and the selection."""
+    usable, n = result.usable, len(record_ids)
     return pl.DataFrame({
         "record_id": record_ids,
-        "novelty_prob": pl.Series(result.p_value if usable else [None] * len(record_ids), dtype=pl.Float64),
-        "novelty_score": pl.Series(result.score if usable else [None] * len(record_ids), dtype=pl.Float64),
-        "novelty_gate": pl.Series([None if usable else result.gate] * len(record_ids), dtype=pl.String),
+        "novelty_prob": pl.Series(result.p_value if usable else [None] * n, dtype=pl.Float64),
+        "novelty_score": pl.Series(result.score if usable else [None] * n, dtype=pl.Float64),
+        "novelty_gate": pl.Series([None if usable else result.gate] * n, dtype=pl.String),
+        "novelty_cut": pl.Series([result.false_novel_rate] * n, dtype=pl.Float64),
+        "novelty_keep": pl.Series([keep] * n, dtype=pl.String),
     })
 
 
@@ -107,7 +113,7 @@ def novelty_scores(config: NoveltyConfig, candidate_pool: pl.DataFrame, embeddin
                    curated_reference: pl.DataFrame):
     started = time.perf_counter()
     result = classify_novelty(config, candidate_pool, embeddings, curated_reference)
-    frame = novelty_frame(candidate_pool["record_id"], result)
+    frame = novelty_frame(candidate_pool["record_id"], result, config.keep)
     texts = candidate_pool["text"]
     like = most_like_reference(result.score, 5)
     novel = np.argsort(result.score, kind="stable")[:5]
@@ -121,7 +127,8 @@ def novelty_scores(config: NoveltyConfig, candidate_pool: pl.DataFrame, embeddin
     } if result.view else {}
     return dg.Output(frame, metadata={
         **table_metadata(frame),
-        "novelty_filtering": "on" if result.usable else f"off: {result.gate}",
+        "novelty_filtering": (f"off: {result.gate}" if not result.usable else "off: keep is all"
+                              if config.keep == "all" else f"on: keep {config.keep}"),
         "view": result.view or "",
         "called_novel": round(result.novel_share, 4),
         "false_novel_rate": result.false_novel_rate,

@@ -9,7 +9,9 @@ from sft_assets.core.datasets import (
 from sft_assets.core.exports import publish_exports
 from sft_assets.core.quality import hard_rule_failures
 from sft_assets.core.plots import bar_png, png_markdown
-from sft_assets.core.selection import SIGNAL_COLUMNS, SelectionPolicy, decide, quality_margin, reason_counts
+from sft_assets.core.selection import (
+    SIGNAL_COLUMNS, SelectionPolicy, decide, novelty_cut, quality_margin, reason_counts,
+)
 from sft_assets.defs.diversity import ALL_CORPORA
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import EmbeddingModel
@@ -26,11 +28,6 @@ class SelectionConfig(dg.Config):
 
     quality_threshold: float = 0.2
     """An SFT row whose judged P(acceptable answer) is below this fails quality (see SelectionPolicy for why 0.2)."""
-    require_novel: bool = True
-    novelty_false_novel_rate: float = 0.05
-    """Novel = less like the curated set than (1 - this) of the held-out curated rows."""
-    novelty_keep: str = "novel"
-    """novel: drop rows like the curated set; like_reference: find more like the seeds (drop the novel ones)."""
     uncertainty_signal: str = "ppl"
     uncertainty_keep_fraction: float | None = 0.8
     min_uncertainty: float | None = None
@@ -45,10 +42,12 @@ class SelectionConfig(dg.Config):
     missing_novelty: str = "drop"
     missing_uncertainty: str = "drop"
 
-    def policy(self) -> SelectionPolicy:
+    def policy(self, novelty: dict | None = None) -> SelectionPolicy:
+        """The policy, with the novelty cut (``novelty_cut``) that novelty_scores' config set: the novelty
+        stage owns it, so the diverse subset and the selection cannot disagree about what is novel."""
         fields = self.model_dump()
         rows, fraction = fields.pop("diverse_budget_rows"), fields.pop("diverse_budget_fraction")
-        return SelectionPolicy(**fields, diverse_budget=rows if rows is not None else fraction)
+        return SelectionPolicy(**fields, **(novelty or {}), diverse_budget=rows if rows is not None else fraction)
 
 
 class ExportFolder(dg.ConfigurableResource):
@@ -93,7 +92,7 @@ def selection_decisions(context: dg.AssetExecutionContext, config: SelectionConf
                         topic_clusters: pl.DataFrame, diverse_subset: pl.DataFrame, novelty_scores: pl.DataFrame,
                         quality_labels: pl.DataFrame, ppl_scores: pl.DataFrame,
                         option_probabilities: pl.DataFrame):
-    policy = config.policy()
+    policy = config.policy(novelty_cut(novelty_scores))
     signals = _signals(
         candidate_pool.select("record_id", "corpus", "kind", "category", "exact_duplicate_of"),
         near_duplicates.select("record_id", "near_duplicate_of"),
@@ -199,9 +198,10 @@ def ppo_dataset(config: PPOConfig, sft_dataset: pl.DataFrame, rm_dataset: pl.Dat
 )
 def exports(config: SelectionConfig, export_folder: ExportFolder, selection_decisions: pl.DataFrame,
             sft_dataset: pl.DataFrame, rm_dataset: pl.DataFrame, ppo_prompts: pl.DataFrame, ppo_ptx: pl.DataFrame,
-            candidate_pool: pl.DataFrame):
+            candidate_pool: pl.DataFrame, novelty_scores: pl.DataFrame):
     written, problems = publish_exports(export_folder.path, sft_dataset, rm_dataset, ppo_prompts, ppo_ptx,
-                                        selection_decisions, config.policy(), texts=candidate_pool)
+                                        selection_decisions, config.policy(novelty_cut(novelty_scores)),
+                                        texts=candidate_pool)
     yield dg.MaterializeResult(metadata={
         "folder": dg.MetadataValue.path(export_folder.path),
         "published": not problems,

@@ -22,6 +22,8 @@ from sft_assets.core.selection import (
     STAGES,
     SelectionPolicy,
     decide,
+    not_wanted_by_novelty,
+    novelty_cut,
     reason_counts,
 )
 
@@ -185,6 +187,25 @@ def test_novelty_cut_is_the_false_novel_rate_in_both_modes(pool):
                 assert bool(shown) == dropped(row["novelty_prob"]), (row["novelty_prob"], row["reasons"])
                 assert all(r.startswith(f"{stage}:p=") for r in shown)
         assert judged > 100
+
+
+def test_the_novelty_stage_owns_the_cut_that_the_subset_and_the_selection_apply(pool):
+    """novelty_scores carries its cut (novelty_cut, novelty_keep): the rows the diverse subset leaves out are
+    exactly those the selection drops for novelty, in each mode; a refused gate or keep=all leaves none out."""
+    scored = pool.select("record_id", "novelty_prob", "novelty_gate").filter(pl.col("novelty_prob").is_not_null())
+    for rate, keep, stage in ((0.03, "novel", "not_novel"), (0.05, "like_reference", "novel")):
+        table = scored.with_columns(novelty_cut=pl.lit(rate), novelty_keep=pl.lit(keep))
+        policy = SelectionPolicy(**novelty_cut(table))
+        assert (policy.novelty_false_novel_rate, policy.novelty_keep, policy.require_novel) == (rate, keep, True)
+        dropped = decide(pool, policy).filter(pl.col("reasons").list.eval(
+            pl.element().str.starts_with(f"{stage}:p=")).list.any())["record_id"]
+        left_out = not_wanted_by_novelty(table)
+        assert 0 < left_out.len() < table.height and set(left_out) == set(dropped)
+    off = scored.with_columns(novelty_cut=pl.lit(0.05), novelty_keep=pl.lit("all"))
+    assert not SelectionPolicy(**novelty_cut(off)).require_novel and not_wanted_by_novelty(off).is_empty()
+    gated = scored.with_columns(novelty_prob=None, novelty_cut=pl.lit(0.05), novelty_keep=pl.lit("novel"))
+    assert not_wanted_by_novelty(gated).is_empty()
+    assert novelty_cut(scored) == {}  # a table written before the cut travelled with it: the defaults
 
 
 def test_uncertainty_keeps_the_most_uncertain_share_of_each_category(decisions):

@@ -121,6 +121,20 @@ def test_ablation_arms_differ_from_selected_by_their_stage_only(decisions, exclu
     assert set(ids) != set(sv.arm_ids(decisions, "selected", K, excluded, seed=0))
 
 
+def test_a_stage_that_chose_k_centers_candidates_is_named_not_ablated_in_silence(decisions, excluded):
+    """When novelty acts before K-Center (no row it dropped has a rank), ignoring its reasons brings back no
+    ranked row: no_novelty trains on the selected rows, and the report says why instead of showing a twin."""
+    assert not any(sv.chose_kcenter_candidates(decisions, stage) for stage in sv.ABLATED_STAGES)
+    not_novel = pl.col("reasons").list.eval(pl.element().str.starts_with("not_novel")).list.any()
+    before = decisions.with_columns(diverse_rank=pl.when(not_novel).then(None).otherwise(pl.col("diverse_rank")))
+    assert sv.chose_kcenter_candidates(before, "novelty")
+    assert not sv.chose_kcenter_candidates(before, "quality")
+    experiment = sv.Experiment(decisions=before, records=pl.DataFrame(), eval_sets={}, excluded=excluded, k=K,
+                               seeds=[0], recipe=sv.Recipe(steps=1))
+    assert "after_novelty: false" in experiment._ablation_note("no_novelty")["note"]
+    assert experiment._ablation_note("no_quality") == {} and experiment._ablation_note("selected") == {}
+
+
 def test_an_arm_smaller_than_k_is_an_error(decisions, excluded):
     with pytest.raises(ValueError, match="fewer than k"):
         sv.arm_ids(decisions, "selected", decisions.height, excluded, 0)

@@ -97,7 +97,7 @@ def test_pool_steps_gather_embeddings_from_memory_mapped_npy(tmp_path, corpora):
                                      asset_partition_key_range=dg.PartitionKeyRange(files[0], files[-1]))
     loaded = defs.resources["embeddings_io_manager"].load_input(context)
     assert [type(m) for m in loaded.matrices] == [np.memmap] * len(files)
-    result = dg.materialize([*ingest.assets, *diversity.assets, novelty.curated_reference],
+    result = dg.materialize([*ingest.assets, *diversity.assets, *novelty.assets],
                             selection=[novelty.curated_reference, diversity.candidate_pool, diversity.topic_clusters],
                             resources=defs.resources, instance=instance)
     pool = result.output_for_node("candidate_pool")
@@ -142,9 +142,9 @@ def test_diverse_subset_extends_the_previous_one_when_a_file_is_added(tmp_path, 
             assert defs.resolve_job_def("update_corpus").execute_in_process(
                 partition_key=new_file, instance=instance).success
         result = dg.materialize(
-            [*ingest.assets, *diversity.assets, novelty.curated_reference], resources=resources, instance=instance,
+            [*ingest.assets, *diversity.assets, *novelty.assets], resources=resources, instance=instance,
             selection=[novelty.curated_reference, diversity.candidate_pool, diversity.near_duplicates,
-                       diversity.topic_clusters, diversity.diverse_subset],
+                       diversity.topic_clusters, novelty.novelty_scores, diversity.diverse_subset],
             run_config=dg.RunConfig({"diverse_subset": DiverseSubsetConfig(**config), "topic_clusters": topics}))
         assert result.success
         topic_runs.append(result.asset_materializations_for_node("topic_clusters")[0].metadata["clusters"].value)
@@ -188,9 +188,11 @@ def test_diverse_subset_extends_the_previous_one_when_a_file_is_added(tmp_path, 
     for name in files:
         assert empty.resolve_job_def("update_corpus").execute_in_process(
             partition_key=name, instance=other_instance).success
-    assert dg.materialize([*ingest.assets, *diversity.assets, novelty.curated_reference], resources=empty.resources,
-                          instance=other_instance, selection=[novelty.curated_reference, diversity.candidate_pool, diversity.near_duplicates, diversity.topic_clusters,
-                                     diversity.diverse_subset]).success
+    assert dg.materialize([*ingest.assets, *diversity.assets, *novelty.assets], resources=empty.resources,
+                          instance=other_instance,
+                          selection=[novelty.curated_reference, diversity.candidate_pool, diversity.near_duplicates,
+                                     diversity.topic_clusters, novelty.novelty_scores, diversity.diverse_subset]
+                          ).success
     from_scratch = empty.resources["warehouse"].warehouse()
     assert from_scratch.read("diverse_subset").equals(release[0])
     assert from_scratch.read("topic_clusters").equals(release[1])
@@ -240,9 +242,9 @@ def test_diverse_subset_shares_the_budget_by_corpus_and_skips_rule_failures(tmp_
     for key in keys:
         assert defs.resolve_job_def("update_corpus").execute_in_process(partition_key=key, instance=instance).success
     result = dg.materialize(
-        [*ingest.assets, *diversity.assets, novelty.curated_reference], resources=defs.resources, instance=instance,
+        [*ingest.assets, *diversity.assets, *novelty.assets], resources=defs.resources, instance=instance,
         selection=[novelty.curated_reference, diversity.candidate_pool, diversity.near_duplicates,
-                   diversity.topic_clusters, diversity.diverse_subset],
+                   diversity.topic_clusters, novelty.novelty_scores, diversity.diverse_subset],
         run_config=dg.RunConfig({"diverse_subset": DiverseSubsetConfig(budget=40)}))
     assert result.success
     meta = {k: v.value for k, v in result.asset_materializations_for_node("diverse_subset")[0].metadata.items()}
@@ -258,3 +260,62 @@ def test_diverse_subset_shares_the_budget_by_corpus_and_skips_rule_failures(tmp_
                                                         on="record_id", how="semi")
     assert set(picked["topic"]) == set(eligible_topics["topic"])  # every subject and every topic is present
     assert 0 < meta["covering_radius"] and meta["radius_vs_random"] < 1.0
+
+
+def test_diverse_subset_draws_from_the_rows_the_novelty_cut_keeps(tmp_path, corpora, read_corpus):
+    """Curated: the Self-Instruct seed tasks; pool: 120 alpaca_en rows (Alpaca grew from those seeds: few are
+    novel) and 60 gsm8k problems (all novel). With the gate on, K-Center picks only rows the selection would
+    keep as novel, so no picked row is later dropped as not novel; with after_novelty off it picks
+    not-novel alpaca_en rows as before."""
+    import json
+    import shutil
+
+    import dagster as dg
+
+    from sft_assets.core.selection import not_wanted_by_novelty
+    from sft_assets.definitions import build_defs
+    from sft_assets.defs import diversity, ingest, novelty
+    from sft_assets.defs.diversity import DiverseSubsetConfig
+    from sft_assets.defs.partitions import corpus_partitions
+    from sft_assets.settings import Settings
+
+    raw, data = tmp_path / "raw", tmp_path / "data"
+    (raw / "alpaca_en").mkdir(parents=True)
+    (raw / "gsm8k").mkdir()
+    (data / "curated").mkdir(parents=True)
+    shutil.copy(corpora / "self_instruct" / "seed_tasks.jsonl", data / "curated" / "seed_tasks.jsonl")
+    rows = read_corpus("alpaca_en/alpaca_data-0-3252.json").records.head(120).select(
+        "instruction", pl.col("input").fill_null(""), "output").to_dicts()
+    (raw / "alpaca_en" / "part.json").write_text(json.dumps(rows), encoding="utf-8")
+    (raw / "gsm8k" / "part.tsv").write_text(
+        "".join((corpora / "gsm8k" / "gsm8k_train.tsv").read_text(encoding="utf-8").splitlines(True)[:61]),
+        encoding="utf-8")
+    defs = build_defs(Settings.under(data, raw_root=raw))
+    instance = dg.DagsterInstance.ephemeral()
+    keys = ["alpaca_en/part.json", "gsm8k/part.tsv"]
+    instance.add_dynamic_partitions(corpus_partitions.name, keys)
+    for key in keys:
+        assert defs.resolve_job_def("update_corpus").execute_in_process(partition_key=key, instance=instance).success
+    store = defs.resources["warehouse"].warehouse()
+
+    def subset(after_novelty: bool) -> tuple[pl.DataFrame, dict]:
+        result = dg.materialize(
+            [*ingest.assets, *diversity.assets, *novelty.assets], resources=defs.resources, instance=instance,
+            selection=[novelty.curated_reference, diversity.candidate_pool, diversity.near_duplicates,
+                       diversity.topic_clusters, novelty.novelty_scores, diversity.diverse_subset],
+            run_config=dg.RunConfig({"diverse_subset": DiverseSubsetConfig(budget=40, fresh=True,
+                                                                           after_novelty=after_novelty)}))
+        assert result.success
+        meta = result.asset_materializations_for_node("diverse_subset")[0].metadata
+        return store.read("diverse_subset"), {k: v.value for k, v in meta.items()}
+
+    picked, meta = subset(after_novelty=True)
+    scores = store.read("novelty_scores")
+    unwanted = not_wanted_by_novelty(scores)
+    assert scores["novelty_gate"].null_count() == scores.height  # the gate lets novelty through
+    assert meta["novelty"].startswith("drew from rows called novel") and meta["not_wanted_by_novelty"] > 0
+    assert picked.height == 40 and not picked["record_id"].is_in(unwanted.implode()).any()
+
+    unfiltered, meta = subset(after_novelty=False)
+    assert meta["novelty"] == "not used: after_novelty is off" and meta["not_wanted_by_novelty"] == 0
+    assert unfiltered["record_id"].is_in(unwanted.implode()).sum() >= 10
