@@ -10,7 +10,13 @@ The previous judge's code is read from git (``--old-commit``), trained on HH-RLH
 did; the current judge is trained exactly as in benchmarks/quality.py (same seed, same embeddings cache).
 Writes benchmarks/results/quality_drops.json with counts and examples each way.
 
+``--warehouse DIR`` asks the same of a whole-corpora run instead (the warehouse ``sft-assets run`` or
+benchmarks/pipeline.py built): its diverse subset's SFT rows, the previous judge against the run's own
+``quality_model`` as the run applied it (its gate's decision) and as it would have applied it without the
+gate (P(acceptable) below the selection's quality_threshold). Writes quality_drops_whole_corpora.json.
+
     nice -n 10 .venv/bin/python benchmarks/quality_drops.py
+    nice -n 10 .venv/bin/python benchmarks/quality_drops.py --warehouse /tmp/pipebench/data/warehouse
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ from quality import Embedder, current_judge, records  # noqa: E402
 
 from sft_assets.core.datasets import user_prompt  # noqa: E402
 from sft_assets.core.quality import quality_rules, quality_scores  # noqa: E402
+from sft_assets.core.storage import Warehouse  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
 
 
 CUTS = (0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05)
@@ -50,15 +59,23 @@ def main() -> None:
     parser.add_argument("--hh-pairs", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/quality_bench"))
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "quality_drops.json")
+    parser.add_argument("--warehouse", type=Path, help="a whole-corpora run's warehouse (see above)")
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     embed = Embedder(args.scratch)
     prompts, answers = embed.prompts, embed.answers
-    _, pool, new_model, report = current_judge(embed, args.pool_rows, args.seed)
     old = old_module(args.old_commit)
     hh = records("hh_rlhf/*.jsonl.gz").head(args.hh_pairs)
     old_model, _ = old.train_quality_model(prompts(hh["prompt"].to_list()), answers(hh["chosen"].to_list()),
                                            answers(hh["rejected"].to_list()), hh, seed=args.seed)
+    if args.warehouse:
+        result = whole_corpora(args, embed, old, old_model)
+        embed.save()
+        write_result(args.out or RESULTS / "quality_drops_whole_corpora.json", result)
+        print(json.dumps({k: {n: x for n, x in v.items() if n != "examples"} if isinstance(v, dict) else v
+                          for k, v in result.items()}, indent=1))
+        return
+    _, pool, new_model, report = current_judge(embed, args.pool_rows, args.seed)
 
     sft = records("alpaca_en/alpaca_data-27270-30186.json")
     sft = sft.filter(quality_rules(sft).list.len() == 0).with_columns(
@@ -101,8 +118,56 @@ def main() -> None:
         "command": "nice -n 10 .venv/bin/python benchmarks/quality_drops.py",
     }
     embed.save()
-    write_result(args.out, result)
+    write_result(args.out or RESULTS / "quality_drops.json", result)
     print(json.dumps({k: v for k, v in result.items() if not k.startswith("dropped_only")}, indent=1))
+
+
+def whole_corpora(args, embed: Embedder, old, old_model) -> dict:
+    """The previous judge and the run's own judge over the SFT rows of a whole-corpora run's diverse subset."""
+    from sft_assets.core.quality import load_model
+    from sft_assets.core.selection import SelectionPolicy
+
+    store = Warehouse(str(args.warehouse))
+    subset = store.read("diverse_subset").select("record_id", "diverse_rank")
+    sft = store.read("candidate_pool").filter(pl.col("kind") == "sft").join(subset, on="record_id").sort(
+        "diverse_rank").with_columns(prompt=user_prompt(pl.col("instruction"), pl.col("input")))
+    p_emb, a_emb = embed.prompts(sft["prompt"].to_list()), embed.answers(sft["output"].to_list())
+    row = store.read("quality_model").row(0, named=True)
+    judge = load_model(row["path"], row["sha256"])
+    new = quality_scores(judge, p_emb, a_emb, sft["prompt"], sft["output"])
+    old_scores = old.quality_scores(old_model, p_emb, a_emb, sft["prompt"], sft["output"])
+    old_cut = float(np.quantile(old_scores, 0.25, method="lower"))
+    threshold = SelectionPolicy().quality_threshold
+    old_drop, ungated_drop = old_scores < old_cut, new < threshold
+    applied_drop = ungated_drop & (not row["gate"])
+    length = sft["output"].str.len_chars().to_numpy()
+    frame = sft.select("corpus", "instruction", "input", "output").with_columns(
+        old_score=pl.Series(old_scores).round(3), new_p=pl.Series(new).round(3))
+
+    def dropped(mask: np.ndarray, what: str, n: int = 5) -> dict:
+        rows = frame.filter(pl.Series(mask))
+        return {"what": what, "dropped": int(mask.sum()),
+                "median_answer_chars_dropped": float(np.median(length[mask])) if mask.any() else None,
+                "by_corpus": dict(rows.group_by(pl.col("corpus").str.split("/").list.first()).len().sort(
+                    "len", descending=True).iter_rows()),
+                "examples": rows.sort("new_p" if "new" in what else "old_score").head(n).with_columns(
+                    pl.col("instruction", "input", "output").str.slice(0, 300)).to_dicts()}
+
+    return {
+        "warehouse": str(args.warehouse), "rows": sft.height,
+        "source": "the SFT rows of the run's diverse subset (they passed dedup, the rules and, where on, novelty)",
+        "median_answer_chars_all": float(np.median(length)) if sft.height else None,
+        "before": dropped(old_drop, f"{args.old_commit}: HH-RLHF-trained judge, first {args.hh_pairs} pairs, "
+                          f"lowest-scored quarter (score < {old_cut:.3f})"),
+        "after_as_run": dropped(applied_drop, f"the run's quality_model as selection applied it: gate "
+                                f"{row['gate'] or 'passed'}"),
+        "after_without_gate": dropped(ungated_drop, f"the run's quality_model had its gate let it through: "
+                                      f"P(acceptable) < {threshold:g}"),
+        "gate": row["gate"], "held_out": {k: row[k] for k in ("preference_accuracy", "preference_length_baseline",
+                                                              "other_answer_accuracy", "n_preference_test")},
+        "dropped_before_and_without_gate": int((old_drop & ungated_drop).sum()),
+        "command": f"nice -n 10 .venv/bin/python benchmarks/quality_drops.py --warehouse {args.warehouse}",
+    }
 
 
 if __name__ == "__main__":
