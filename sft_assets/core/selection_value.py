@@ -436,6 +436,9 @@ class Experiment:
         evals = {name: encode(tokenizer, *conversations(rows), self.recipe.max_tokens)
                  for name, rows in self.eval_sets.items()}
         judge_examples = _judge_examples(evals, self.judge_items) if judge is not None else []
+        # the model before any fine-tuning: whether training on k rows helps at all, whichever the rows
+        untrained = {name: float(answer_losses(lm, examples, self.eval_batch_size).mean())
+                     for name, examples in evals.items()}
         losses = {name: {arm: [] for arm in self.arms} for name in evals}
         answers: dict[str, list[str]] = {}
         timing = {"train_s": 0.0, "eval_s": 0.0, "generate_s": 0.0, "train_cpu_s": 0.0, "eval_cpu_s": 0.0}
@@ -492,6 +495,8 @@ class Experiment:
             "arms": {arm: _arm_summary(self.arm_frames[arm]) | {"same_rows_as": self.same_rows_as(
                 arm, self.seeds[0], self.arms[:i])} | self._ablation_note(arm) for i, arm in enumerate(self.arms)},
             "eval_sets": sizes,
+            "untrained_loss": ({"pool": sum(untrained[n] * sizes[n] for n in pool_sets) / sizes["pool"]}
+                               if "pool" in sizes else {}) | untrained,
             "loss": {name: summarize(per_arm) for name, per_arm in grids.items()},
             "vs_random": {
                 name: {arm: paired_difference(per_arm[arm], per_arm[BASELINE])
@@ -612,10 +617,13 @@ def quality_judge(model, sentence_model, answer_max_tokens: int = 128) -> Callab
 
 def arm_table(report: dict, eval_set: str | None = None) -> pl.DataFrame:
     """One row per arm: loss mean ± std over seeds on ``eval_set`` (default: the first pool set, or ``pool``),
-    and the paired difference with the random arm."""
+    and the paired difference with the random arm; first, the model before fine-tuning, where measured."""
     eval_set = eval_set or headline_set(report)
     loss, diffs = report["loss"][eval_set], report["vs_random"].get(eval_set, {})
     rows = []
+    if eval_set in report.get("untrained_loss", {}):
+        rows.append({"arm": "untrained", "loss": f"{report['untrained_loss'][eval_set]:.4f}", "vs random": "",
+                     "p": "", "seeds better": ""})
     for arm, stats in loss.items():
         d = diffs.get(arm)
         rows.append({

@@ -215,6 +215,9 @@ def test_training_smoke_run_lowers_the_loss_and_reports_every_arm(lm, records, d
     assert report["arms"]["no_quality"]["same_rows_as"] == "selected" and report["arms"]["random"]["same_rows_as"] is None
     assert sum("not trained again" in line for line in lines) == 2  # once per seed: it is not trained
     assert len(report["loss"]["pool:slice"]["selected"]["per_seed"]) == 2
+    assert report["untrained_loss"]["pool:slice"] == pytest.approx(float(sv.answer_losses(lm, sv.encode(
+        lm.tokenizer, *sv.conversations(eval_rows), 48)).mean()), rel=1e-5)
+    assert sv.arm_table(report)["arm"].to_list()[:2] == ["untrained", "random"]
     assert report["vs_random"]["pool:slice"]["selected"]["n_items"] == 4
     assert report["recipe"]["steps"] == 1 and report["seeds"] == [0, 1]
     assert all(torch_equal(t, start[n]) for n, t in lm.model.state_dict().items()), "weights restored"
