@@ -144,13 +144,14 @@ def whole_corpora(args, embed: Embedder, old, old_model) -> dict:
     frame = sft.select("corpus", "instruction", "input", "output").with_columns(
         old_score=pl.Series(old_scores).round(3), new_p=pl.Series(new).round(3))
 
-    def dropped(mask: np.ndarray, what: str, n: int = 5) -> dict:
+    def dropped(mask: np.ndarray, what: str, by: str, n: int = 5) -> dict:
+        """The rows ``mask`` drops: counts, and the ``n`` its judge scored lowest (``by``)."""
         rows = frame.filter(pl.Series(mask))
         return {"what": what, "dropped": int(mask.sum()),
                 "median_answer_chars_dropped": float(np.median(length[mask])) if mask.any() else None,
                 "by_corpus": dict(rows.group_by(pl.col("corpus").str.split("/").list.first()).len().sort(
                     "len", descending=True).iter_rows()),
-                "examples": rows.sort("new_p" if "new" in what else "old_score").head(n).with_columns(
+                "examples": rows.sort(by).head(n).with_columns(
                     pl.col("instruction", "input", "output").str.slice(0, 300)).to_dicts()}
 
     return {
@@ -158,11 +159,11 @@ def whole_corpora(args, embed: Embedder, old, old_model) -> dict:
         "source": "the SFT rows of the run's diverse subset (they passed dedup, the rules and, where on, novelty)",
         "median_answer_chars_all": float(np.median(length)) if sft.height else None,
         "before": dropped(old_drop, f"{args.old_commit}: HH-RLHF-trained judge, first {args.hh_pairs} pairs, "
-                          f"lowest-scored quarter (score < {old_cut:.3f})"),
+                          f"lowest-scored quarter (score < {old_cut:.3f})", "old_score"),
         "after_as_run": dropped(applied_drop, f"the run's quality_model as selection applied it: gate "
-                                f"{row['gate'] or 'passed'}"),
+                                f"{row['gate'] or 'passed'}", "new_p"),
         "after_without_gate": dropped(ungated_drop, f"the run's quality_model had its gate let it through: "
-                                      f"P(acceptable) < {threshold:g}"),
+                                      f"P(acceptable) < {threshold:g}", "new_p"),
         "gate": row["gate"], "held_out": {k: row[k] for k in ("preference_accuracy", "preference_length_baseline",
                                                               "other_answer_accuracy", "n_preference_test")},
         "dropped_before_and_without_gate": int((old_drop & ungated_drop).sum()),
