@@ -108,7 +108,10 @@ def kept_without(decisions: pl.DataFrame, stage: str | None) -> pl.Series:
 def chose_kcenter_candidates(decisions: pl.DataFrame, stage: str) -> bool:
     """Whether ``stage`` acted before K-Center (diverse_subset's ``after_novelty``): some rows carry a K-Center
     rank, and none of the rows it dropped does. Its reasons then hide rows K-Center never saw, so ignoring
-    them brings none back: that ablation needs a build with the stage after K-Center."""
+    them brings none back: that ablation needs a build with the stage after K-Center. Never K-Center itself:
+    what it drops has no rank by definition, and ``no_kcenter`` draws from the survivors at random."""
+    if stage == "kcenter":
+        return False
     counts = stage_reasons(decisions).select("record_id", pl.col(stage).alias("dropped"))
     ranked = decisions.select("record_id", ranked=pl.col("diverse_rank").is_not_null()).join(counts, on="record_id")
     dropped = ranked.filter(pl.col("dropped") > 0)

@@ -129,6 +129,9 @@ def test_a_stage_that_chose_k_centers_candidates_is_named_not_ablated_in_silence
     before = decisions.with_columns(diverse_rank=pl.when(not_novel).then(None).otherwise(pl.col("diverse_rank")))
     assert sv.chose_kcenter_candidates(before, "novelty")
     assert not sv.chose_kcenter_candidates(before, "quality")
+    outside = pl.col("reasons").list.contains("outside_diverse_subset")
+    unranked = before.with_columns(diverse_rank=pl.when(outside).then(None).otherwise(pl.col("diverse_rank")))
+    assert not sv.chose_kcenter_candidates(unranked, "kcenter")  # as on real data: K-Center ranks none it drops
     experiment = sv.Experiment(decisions=before, records=pl.DataFrame(), eval_sets={}, excluded=excluded, k=K,
                                seeds=[0], recipe=sv.Recipe(steps=1))
     assert "after_novelty: false" in experiment._ablation_note("no_novelty")["note"]
