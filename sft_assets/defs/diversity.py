@@ -14,9 +14,8 @@ from sft_assets.core.kcenter import (
 )
 from sft_assets.core.plots import histogram_png, png_markdown
 from sft_assets.core.quality import hard_rule_failures, quality_rules
-from sft_assets.core.novelty import FALSE_NOVEL_RATE
 from sft_assets.core.records import embedding_texts
-from sft_assets.core.selection import not_wanted_by_novelty, novelty_cut
+from sft_assets.core.selection import SelectionPolicy, not_wanted_by_novelty, novelty_cut
 from sft_assets.core.topics import centroids_of, topic_clusters as cluster_topics
 from sft_assets.core.vectors import EmbeddingVectors, MissingVectors
 from sft_assets.defs.metadata import markdown_table, table_metadata
@@ -337,15 +336,14 @@ def novelty_use(config: DiverseSubsetConfig, novelty_scores: pl.DataFrame) -> st
     """What the novelty cut did to the subset's candidates, in words for the metadata."""
     if not config.after_novelty:
         return "not used: after_novelty is off"
-    cut = novelty_cut(novelty_scores)
+    cut = SelectionPolicy(**novelty_cut(novelty_scores))
     gate = novelty_scores["novelty_gate"].drop_nulls()
     if not gate.is_empty():
         return f"not used: {gate[0]}"
-    if not cut.get("require_novel", True):
+    if not cut.require_novel:
         return "not used: novelty keep is all"
-    rate = cut.get("novelty_false_novel_rate", FALSE_NOVEL_RATE)
-    side = "novel" if cut.get("novelty_keep", "novel") == "novel" else "like the reference"
-    return f"drew from rows called {side} (false-novel rate {rate:g})"
+    side = "novel" if cut.novelty_keep == "novel" else "like the reference"
+    return f"drew from rows called {side} (false-novel rate {cut.novelty_false_novel_rate:g})"
 
 
 def _why_from_scratch(config: DiverseSubsetConfig, previous: pl.DataFrame | None, model: str) -> str | None:
