@@ -311,7 +311,7 @@ class DiverseSubsetConfig(dg.Config):
     """Draw only from the rows the novelty cut keeps (novelty_scores' `keep` and `false_novel_rate`, while its
     gate lets the signal through): the pool-wide, cheap filter comes before the picks that the language model
     then scores. On the whole shared corpora, picking first and cutting after dropped 1,308 of 2,000 picks as
-    not novel, and the 623 left were mostly CMMLU exam items (benchmarks/results/pipeline_outcome.json).
+    not novel (623 kept); drawing from novel rows kept 1,711 (benchmarks/results/pipeline_outcome*.json).
     False: K-Center over every rule-eligible row (what selection_value's no_novelty arm needs)."""
     random_baselines: int = 5
     """Random subsets of the same size whose mean covering radius is reported next to the subset's."""
