@@ -57,6 +57,8 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     # novelty
     "novelty_prob": "Novelty p-value: share of held-out curated rows at most as like the curated set; null when gated.",
     "novelty_score": "How much the row looks like the curated set (the gate's chosen view); higher = more alike.",
+    "novelty_cut": "The false-novel rate the diverse subset and the selection cut novelty_prob at (novelty config).",
+    "novelty_keep": "Which side of the novelty cut the datasets want: novel, like_reference, or all (no filtering).",
     # quality
     "quality_score": "The judge's calibrated P(an acceptable answer); null outside the diverse subset or for non-SFT rows.",
     "quality_model_sha": "SHA-256 of the quality model file that scored the row; null where no model scored it.",
