@@ -86,12 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     settings = Settings.from_env()
     device = resolve_device(args.device)
-    scale = sv.default_scale(device)
-    k = args.k or scale.k
-    batch_size = args.batch_size or scale.batch_size
-    eval_per_dataset = args.eval_per_dataset or scale.eval_per_dataset
-    recipe = sv.Recipe(steps=args.steps or max(1, math.ceil(args.epochs * k / batch_size)), lr=args.lr,
-                       batch_size=batch_size, max_tokens=args.max_tokens or scale.max_tokens)
+    scale = sv.default_scale(device).given(k=args.k, batch_size=args.batch_size, max_tokens=args.max_tokens,
+                                           eval_per_dataset=args.eval_per_dataset)
+    k = scale.k
+    recipe = sv.Recipe(steps=args.steps or max(1, math.ceil(args.epochs * k / scale.batch_size)), lr=args.lr,
+                       batch_size=scale.batch_size, max_tokens=scale.max_tokens)
     store = Warehouse(settings.warehouse)
     decisions = store.read("selection_decisions")
     records = store.read_partitions("raw_records")
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         files = scan_root(settings.curated_root).files
         curated = pl.concat([read_file(f.path, key).records for key, f in sorted(files.items())],
                             how="vertical_relaxed") if files else None
-    eval_sets = sv.default_eval_sets(decisions, records, eval_per_dataset, curated)
+    eval_sets = sv.default_eval_sets(decisions, records, scale.eval_per_dataset, curated)
     for path in args.eval_file:
         eval_sets[f"file:{Path(path).name}"] = sv.eval_file_rows(path)
     held = set().union(*(set(rows["record_id"]) for rows in eval_sets.values()))
@@ -125,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     report["config"] = {
         **commit(), "label": args.label, "device": device, "precision": args.precision,
         "threads": torch.get_num_threads(), "model": lm.model_id, "warehouse": settings.warehouse,
-        "eval_per_dataset": eval_per_dataset, "eval_files": args.eval_file, "deadline": args.deadline,
+        "eval_per_dataset": scale.eval_per_dataset, "eval_files": args.eval_file, "deadline": args.deadline,
         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_s": round(time.perf_counter() - started, 1),
         "pool_rows": decisions.height, "kept_rows": int(decisions["kept"].sum()),

@@ -50,14 +50,13 @@ def selection_report(context: dg.AssetExecutionContext, config: SelectionReportC
                      language_model: LanguageModel, embedding_model: EmbeddingModel, raw_root: RawRoot,
                      curated_root: RawRoot, export_folder: ExportFolder):
     lm = language_model.load()
-    scale = sv.default_scale(lm.device)
-    k = config.k or scale.k
-    batch_size = config.batch_size or scale.batch_size
-    eval_per_dataset = config.eval_per_dataset or scale.eval_per_dataset
-    recipe = sv.Recipe(steps=config.steps or math.ceil(k / batch_size), lr=config.lr,
-                       batch_size=batch_size, max_tokens=config.max_tokens or scale.max_tokens)
+    scale = sv.default_scale(lm.device).given(k=config.k, batch_size=config.batch_size,
+                                              max_tokens=config.max_tokens, eval_per_dataset=config.eval_per_dataset)
+    k = scale.k
+    recipe = sv.Recipe(steps=config.steps or math.ceil(k / scale.batch_size), lr=config.lr,
+                       batch_size=scale.batch_size, max_tokens=scale.max_tokens)
     curated = curated_root.read_all()[0] if config.curated_eval else None
-    eval_sets = sv.default_eval_sets(selection_decisions, raw_records, eval_per_dataset, curated)
+    eval_sets = sv.default_eval_sets(selection_decisions, raw_records, scale.eval_per_dataset, curated)
     for name in config.eval_files:
         path, _ = raw_root.confine(name)
         eval_sets[f"file:{name}"] = sv.eval_file_rows(path, raw_root.reader_options())
@@ -74,7 +73,7 @@ def selection_report(context: dg.AssetExecutionContext, config: SelectionReportC
     report = experiment.run(lm, judge, skipped)
     report["config"] = {"label": "", "device": lm.device, "model": lm.model_id, "run_id": context.run_id,
                         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                        "eval_per_dataset": eval_per_dataset, "eval_files": config.eval_files}
+                        "eval_per_dataset": scale.eval_per_dataset, "eval_files": config.eval_files}
     folder = export_folder.path
     atomic_write(f"{folder}/{SELECTION_REPORT}", lambda fh: fh.write(json.dumps(report, indent=2).encode()))
     refresh_selection_value_section(folder)

@@ -138,6 +138,13 @@ def test_a_stage_that_chose_k_centers_candidates_is_named_not_ablated_in_silence
     assert experiment._ablation_note("no_quality") == {} and experiment._ablation_note("selected") == {}
 
 
+def test_a_run_is_sized_by_its_device_unless_a_value_is_given():
+    assert sv.default_scale("cpu") == sv.CPU_SCALE and sv.default_scale("cuda") == sv.GPU_SCALE
+    given = sv.CPU_SCALE.given(k=8, batch_size=None, max_tokens=None, eval_per_dataset=5)
+    assert given == sv.Scale(k=8, batch_size=sv.CPU_SCALE.batch_size, max_tokens=sv.CPU_SCALE.max_tokens,
+                             eval_per_dataset=5)
+
+
 def test_an_arm_smaller_than_k_is_an_error(decisions, excluded):
     with pytest.raises(ValueError, match="fewer than k"):
         sv.arm_ids(decisions, "selected", decisions.height, excluded, 0)
