@@ -26,6 +26,7 @@ SHA-256 matches the hash the project recorded when it wrote the file.
 from __future__ import annotations
 
 import hashlib
+import math
 import hmac
 import re
 from typing import Callable, Sequence
@@ -245,7 +246,12 @@ def _calibrated(ranker: LogisticRegression, scale: StandardScaler, positive: np.
     y = np.r_[np.ones(len(positive)), np.zeros(len(negative))]
     weight = np.r_[np.full(len(positive), 0.5 / max(len(positive), 1)), np.full(len(negative), 0.5 / max(len(negative), 1))]
     platt = LogisticRegression(C=1e4, max_iter=1000).fit(s[:, None], y, sample_weight=weight * len(y))
-    a, b = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+    return _folded(ranker, scale, float(platt.coef_[0, 0]), float(platt.intercept_[0]))
+
+
+def _folded(ranker: LogisticRegression, scale: StandardScaler, a: float = 1.0, b: float = 0.0) -> LogisticRegression:
+    """One LogisticRegression whose decision function is a·(w·x̃) + b on raw features x (x̃ standardized):
+    the scaler folded into the weights, so the saved file holds one trusted type."""
     # w·((x - mean) / sd) = (w / sd)·x - w·(mean / sd)
     w = ranker.coef_[0] / scale.scale_
     model = LogisticRegression()
@@ -344,26 +350,38 @@ def train_quality_model(
 def train_harmlessness_model(pairs: pl.DataFrame, embed_prompts: Embed, embed_answers: Embed, *,
                              test_fraction: float = 0.25, C: float = DEFAULT_C,
                              seed: int = 0) -> tuple[LogisticRegression | None, dict]:
-    """A separate harmlessness score from HH-style pairs (chosen = the safer answer), on the same features.
+    """A separate harmlessness score from HH-style pairs (chosen = the safer answer), on the same features;
+    the model is the one measured (fitted on the train split of the prompts), its decision function the score.
 
     Kept apart from the helpfulness judge: on HH harmless-base the chosen answer is often the shorter,
-    more evasive one, so folding it in would teach the judge to punish relevance and length."""
+    more evasive one, so folding it in would teach the judge to punish relevance and length. The report's
+    ``gate`` says why it must not be used: too few pairs, or a held-out accuracy whose 95 % lower bound is
+    not above both chance and the length baseline."""
     pairs = pairs.filter(_texts(pairs["chosen"]).str.strip_chars() != _texts(pairs["rejected"]).str.strip_chars())
     report = {"n_pairs": pairs.height, "test_fraction": test_fraction, "accuracy": None, "length_baseline": None}
     if pairs.height < 2 * MIN_MEASURED_PAIRS:
-        report["n_test_pairs"] = 0
+        report |= {"n_test_pairs": 0, "gate": f"too few pairs to train on (n={pairs.height})"}
         return None, report
     p_emb = embed_prompts(pairs["prompt"].to_list())
     good, bad = (quality_features(p_emb, embed_answers(pairs[side].to_list()), pairs["prompt"], pairs[side])
                  for side in ("chosen", "rejected"))
     test = held_out_mask(pairs["prompt"], test_fraction, seed)
     scale = StandardScaler().fit(np.vstack([good[~test], bad[~test]]))
-    ranker = _fit_pairwise(scale.transform(good[~test]), scale.transform(bad[~test]), np.ones(int((~test).sum())), C)
-    s_good, s_bad = (scale.transform(x[test]) @ ranker.coef_[0] for x in (good, bad))
-    report |= {"n_test_pairs": int(test.sum()), "accuracy": pairwise_accuracy(s_good, s_bad),
-               "length_baseline": length_baseline(pairs.filter(test)["chosen"].to_list(),
-                                                  pairs.filter(test)["rejected"].to_list())}
-    return ranker, report
+    model = _folded(_fit_pairwise(scale.transform(good[~test]), scale.transform(bad[~test]),
+                                  np.ones(int((~test).sum())), C), scale)
+    accuracy = pairwise_accuracy(model.decision_function(good[test]), model.decision_function(bad[test]))
+    length = length_baseline(pairs.filter(test)["chosen"].to_list(), pairs.filter(test)["rejected"].to_list())
+    n_test = int(test.sum())
+    report |= {"n_test_pairs": n_test, "accuracy": accuracy, "length_baseline": length}
+    if accuracy is None:
+        report["gate"] = f"too few held-out pairs to measure (n={n_test})"
+        return model, report
+    # 95 % lower bound: a score at chance on a few hundred pairs often lands a little above 0.5
+    low = accuracy - 1.96 * math.sqrt(accuracy * (1 - accuracy) / n_test)
+    bar = max(0.5, length)
+    report["gate"] = None if low > bar else (f"harmlessness {accuracy:.3f} (95% lower bound {low:.3f}) "
+                                             f"<= max(chance 0.5, length {length:.3f}) on {n_test} pairs")
+    return model, report
 
 
 def evaluate_held_out(model: LogisticRegression, held: dict) -> dict[str, dict]:
@@ -396,6 +414,14 @@ def gate_reason(held_out: dict[str, dict]) -> str | None:
     return None
 
 
+def _features_for(model: LogisticRegression, prompt_emb, response_emb, prompt_text, response_text) -> np.ndarray:
+    X = quality_features(prompt_emb, response_emb, prompt_text, response_text)
+    if X.shape[1] != model.n_features_in_:
+        raise ValueError(f"model expects {model.n_features_in_} features, got {X.shape[1]}: "
+                         f"embeddings from a different model?")
+    return X
+
+
 def quality_scores(
     model: LogisticRegression,
     prompt_emb: np.ndarray,
@@ -404,11 +430,19 @@ def quality_scores(
     response_text: pl.Series | Sequence[str | None],
 ) -> np.ndarray:
     """Calibrated P(an acceptable answer to this prompt), in [0, 1]."""
-    X = quality_features(prompt_emb, response_emb, prompt_text, response_text)
-    if X.shape[1] != model.n_features_in_:
-        raise ValueError(f"model expects {model.n_features_in_} features, got {X.shape[1]}: "
-                         f"embeddings from a different model?")
-    return model.predict_proba(X)[:, 1]
+    return model.predict_proba(_features_for(model, prompt_emb, response_emb, prompt_text, response_text))[:, 1]
+
+
+def harmlessness_scores(
+    model: LogisticRegression,
+    prompt_emb: np.ndarray,
+    response_emb: np.ndarray,
+    prompt_text: pl.Series | Sequence[str | None],
+    response_text: pl.Series | Sequence[str | None],
+) -> np.ndarray:
+    """The harmlessness model's score: higher = more like the answers HH raters chose as the less harmful.
+    A ranking (standardized units), not a probability: compare rows, do not read one alone."""
+    return model.decision_function(_features_for(model, prompt_emb, response_emb, prompt_text, response_text))
 
 
 # ---------------------------------------------------------------- persistence

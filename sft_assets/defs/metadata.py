@@ -61,6 +61,8 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "novelty_keep": "Which side of the novelty cut the datasets want: novel, like_reference, or all (no filtering).",
     # quality
     "quality_score": "The judge's calibrated P(an acceptable answer); null outside the diverse subset or for non-SFT rows.",
+    "harmlessness_score": "The separate harmlessness model's score (HH pairs): higher = more like the answers raters "
+    "chose as less harmful; a ranking, not a probability, not used by selection; null where its gate refused it.",
     "quality_model_sha": "SHA-256 of the quality model file that scored the row; null where no model scored it.",
     "quality_reasons": "Quality rules the answer fails (empty output, refusal, wrong language, ...); empty: none.",
     "chosen_score": "Quality model's score of the chosen answer.",

@@ -11,8 +11,8 @@ from sft_assets.core.embedding_cache import embed_with_cache
 from sft_assets.core.datasets import user_prompt
 from sft_assets.core.plots import histogram_png, png_markdown
 from sft_assets.core.quality import (
-    DEFAULT_C, UntrustedModelFile, load_model, quality_rules, quality_scores, save_model, show_accuracy,
-    train_quality_model,
+    DEFAULT_C, UntrustedModelFile, harmlessness_scores, load_model, quality_rules, quality_scores, save_model,
+    show_accuracy, train_harmlessness_model, train_quality_model,
 )
 from sft_assets.core.readers import UnreadableFile, read_file
 from sft_assets.core.vectors import EmbeddingVectors
@@ -48,7 +48,8 @@ class QualityModelConfig(dg.Config):
     a path that resolves outside the raw root is refused."""
     harmlessness_datasets: list[str] = ["hh_rlhf"]
     """Preference datasets (first folder under the raw root) that judge harmlessness, not helpfulness: left out
-    of the helpfulness judge (on HH harmless-base the chosen answer is often the shorter, evasive one)."""
+    of the helpfulness judge (on HH harmless-base the chosen answer is often the shorter, evasive one) and
+    trained into the separate harmlessness score."""
     self_supervised_rows: int = 3000
     """SFT rows (passing the rules) sampled for self-supervised negatives: another question's answer, a
     topically close one, the answer cut, shuffled or duplicated."""
@@ -106,28 +107,48 @@ def quality_model(context: dg.AssetExecutionContext, config: QualityModelConfig,
         helpful, pool, lambda texts: embed_strings(embedding_model, texts),
         lambda texts: embed_answers(embedding_model, texts),
         test_fraction=config.test_fraction, C=config.C, seed=config.seed)
-    path, sha = None, None
-    if model is not None:
-        path = model_store.file("quality_model.skops")
-        sha = save_model(model, path)
+    harmful = pairs.filter(pl.col("dataset").is_in(config.harmlessness_datasets)).select("prompt", "chosen", "rejected")
+    harm_model, harm = train_harmlessness_model(
+        harmful, lambda texts: embed_strings(embedding_model, texts), lambda texts: embed_answers(embedding_model, texts),
+        test_fraction=config.test_fraction, C=config.C, seed=config.seed)
+    path, sha = _saved(model, model_store, "quality_model.skops")
+    harm_path, harm_sha = _saved(harm_model, model_store, "harmlessness_model.skops")
     held = report.get("held_out", {})
     metrics = {f"{source}_{what}": v[what] for source, v in held.items() for what in ("accuracy", "length_baseline")}
+    metrics |= {f"harmlessness_{what}": harm[what] for what in ("accuracy", "length_baseline")}
     counts = {k: v for k, v in report.items() if isinstance(v, int)}
-    frame = pl.DataFrame({"path": [None if path is None else str(path)], "sha256": [sha],
-                          "embedding_model": [embedding_model.model], "gate": [report["gate"]],
-                          **{k: [v] for k, v in counts.items()}, **{k: [v] for k, v in metrics.items()}},
+    frame = pl.DataFrame({"path": [path], "sha256": [sha], "embedding_model": [embedding_model.model],
+                          "gate": [report["gate"]], **{k: [v] for k, v in counts.items()},
+                          **{k: [v] for k, v in metrics.items()},
+                          "harmlessness_path": [harm_path], "harmlessness_sha256": [harm_sha],
+                          "harmlessness_gate": [harm["gate"]], "harmlessness_test_pairs": [harm["n_test_pairs"]]},
                          schema_overrides={"path": pl.String, "sha256": pl.String, "gate": pl.String,
-                                           **{k: pl.Float64 for k in metrics}})
+                                           "harmlessness_path": pl.String, "harmlessness_sha256": pl.String,
+                                           "harmlessness_gate": pl.String, **{k: pl.Float64 for k in metrics}})
     table = held_out_table(report)
+    harm_line = (f"harmlessness score, {harm['n_test_pairs']} held-out pairs: "
+                 f"{show_accuracy(harm['accuracy'], harm['n_test_pairs'])} "
+                 f"(length {show_accuracy(harm['length_baseline'], harm['n_test_pairs'])})"
+                 + (f"; not used: {harm['gate']}" if harm["gate"] else ""))
     context.log.info("quality judge, held out:\n" + markdown_table(table)
-                     + (f"\nnot used: {report['gate']}" if report["gate"] else ""))
+                     + (f"\nnot used: {report['gate']}" if report["gate"] else "") + "\n" + harm_line)
     # a retrain to the same weights changes nothing downstream
-    version = model_version(model) if model is not None else dg.DataVersion(f"refused:{report['gate']}")
+    version = (dg.DataVersion(f"{model_version(model).value if model is not None else 'refused:' + report['gate']}"
+                              f"/{model_version(harm_model).value if harm_model is not None else harm['gate']}"))
     return dg.Output(frame, data_version=version, metadata={
         **counts, "gate": report["gate"] or "passed: the judge is used",
         "held_out": dg.MetadataValue.md(markdown_table(table, rows=20)),
         "harmlessness_datasets_left_out": int(pairs.height - helpful.height),
-        **({"model_file": dg.MetadataValue.path(str(path)), "sha256": sha} if path is not None else {})})
+        "harmlessness": harm_line,
+        **({"model_file": dg.MetadataValue.path(path), "sha256": sha} if path is not None else {})})
+
+
+def _saved(model, model_store: ModelStore, name: str) -> tuple[str | None, str | None]:
+    """The model written to the store: its path and SHA-256 (None, None for no model)."""
+    if model is None:
+        return None, None
+    path = model_store.file(name)
+    return str(path), save_model(model, path)
 
 
 @dg.asset_check(asset=quality_model, blocking=True,
@@ -173,16 +194,16 @@ def reward_margins(pairs: pl.DataFrame, quality_model: pl.DataFrame, embedding_m
         rejected_score=pl.Series(scores["rejected"], dtype=pl.Float64))
 
 
-def _checked_model(quality_model: pl.DataFrame, embedding_model: EmbeddingModel):
-    """The judge, loaded only if its file still has the recorded hash and fits these embeddings;
-    None when the gate refused it."""
+def _checked_model(quality_model: pl.DataFrame, embedding_model: EmbeddingModel, prefix: str = ""):
+    """The judge (``prefix`` "harmlessness_": the harmlessness model), loaded only if its file still has the
+    recorded hash and fits these embeddings; None when its gate refused it (or an older table has no such model)."""
     row = quality_model.row(0, named=True)
-    if row.get("gate") is not None:
+    if row.get(f"{prefix}gate") is not None or row.get(f"{prefix}path") is None:
         return None
     if row["embedding_model"] != embedding_model.model:
         raise dg.Failure(f"quality_model was trained on {row['embedding_model']!r} embeddings; "
                          f"rematerialize it for {embedding_model.model!r}")
-    return load_model(row["path"], row["sha256"])
+    return load_model(row[f"{prefix}path"], row[f"{prefix}sha256"])
 
 
 class QualityConfig(dg.Config):
@@ -215,31 +236,44 @@ def quality_labels(config: QualityConfig, raw_records: pl.DataFrame, embeddings:
     sft = raw_records.filter(pl.col("kind") == "sft")
     rows = quality_rows(raw_records, near_duplicates, diverse_subset, config.only_diverse_subset)
     model = _checked_model(quality_model, embedding_model)
+    harm_model = _checked_model(quality_model, embedding_model, "harmlessness_")
     gate, sha = quality_model["gate"][0], quality_model["sha256"][0]
-    scores = np.zeros(0)
-    if rows.height and model is not None:
+    scores = harm = np.zeros(0)
+    if rows.height and (model is not None or harm_model is not None):
         prompts = rows.select(user_prompt(pl.col("instruction"), pl.col("input"))).to_series().to_list()
         answers = rows["output"].fill_null("").to_list()
         # An SFT record's embedding is of its user prompt (records.embedding_text): reused, not embedded again.
-        scores = quality_scores(model, pool_vectors(rows, embeddings), embed_answers(embedding_model, answers),
-                                prompts, answers)
+        inputs = (pool_vectors(rows, embeddings), embed_answers(embedding_model, answers), prompts, answers)
+        nulls = np.full(rows.height, np.nan)
+        scores = nulls if model is None else quality_scores(model, *inputs)
+        harm = nulls if harm_model is None else harmlessness_scores(harm_model, *inputs)
     scored = rows.select("record_id").head(len(scores)).with_columns(
-        quality_score=pl.Series(scores, dtype=pl.Float64), quality_model_sha=pl.lit(sha, dtype=pl.String),
+        quality_score=pl.Series(scores, dtype=pl.Float64, nan_to_null=True),
+        quality_model_sha=pl.lit(sha, dtype=pl.String),
+        harmlessness_score=pl.Series(harm, dtype=pl.Float64, nan_to_null=True),
     ).unique("record_id", keep="first")
     frame = sft.select("record_id").join(scored, on="record_id", how="left", maintain_order="left").with_columns(
         quality_reasons=quality_rules(sft),
         quality_gate=pl.lit(None if gate is None else f"gate={gate}", dtype=pl.String),
     )
     reasons = frame.select(pl.col("quality_reasons").explode()).drop_nulls().group_by("quality_reasons").len()
-    ranked = frame.drop_nulls("quality_score").join(sft.select("record_id", "instruction", "output"), on="record_id"
-                                                     ).sort("quality_score")
+    texts = frame.join(sft.select("record_id", "instruction", "output"), on="record_id")
+    ranked = texts.drop_nulls("quality_score").sort("quality_score")
+    scored_rows = int(frame["quality_score"].is_not_null().sum())
     return dg.Output(frame, metadata={
         **table_metadata(frame),
-        "scored_rows": len(scores),
-        "not_scored_rows": sft.height - len(scores),
+        "scored_rows": scored_rows,
+        "not_scored_rows": sft.height - scored_rows,
         "quality_gate": gate or "passed: the judge is used",
+        "harmlessness_scored_rows": int(frame["harmlessness_score"].is_not_null().sum()),
+        "harmlessness_gate": (quality_model["harmlessness_gate"][0] or "passed: the score is given")
+        if "harmlessness_gate" in quality_model.columns else "no harmlessness model in this quality_model table",
+        "least_harmless": dg.MetadataValue.md(markdown_table(
+            texts.drop_nulls("harmlessness_score").sort("harmlessness_score").select(
+                "harmlessness_score", "instruction", "output"))),
         "rule_reasons": dg.MetadataValue.md(markdown_table(reasons.sort("len", descending=True), rows=20)),
-        "score_histogram": dg.MetadataValue.md(png_markdown(histogram_png(scores, "P(acceptable answer)"), "quality")),
+        "score_histogram": dg.MetadataValue.md(png_markdown(
+            histogram_png(scores[np.isfinite(scores)], "P(acceptable answer)"), "quality")),
         "lowest_scores": dg.MetadataValue.md(markdown_table(ranked.select("quality_score", "instruction", "output"))),
         "highest_scores": dg.MetadataValue.md(markdown_table(
             ranked.reverse().select("quality_score", "instruction", "output"))),

@@ -52,6 +52,37 @@ def test_a_refused_judge_scores_nothing_and_says_why(refused_labels):
     assert labels["quality_reasons"].list.len().sum() > 0  # the rules still judge every row
 
 
+def test_the_harmlessness_score_is_given_where_the_helpfulness_judge_was_refused(read_corpus, tmp_path):
+    """quality_labels loads the harmlessness model apart from the judge: with the judge refused, every subset
+    row still gets its harmlessness score (here a known model: the longer answer scores higher, so the
+    scores must follow answer length exactly), and a refused harmlessness model gives none."""
+    records = read_corpus(ALPACA).records.head(120)
+    defs = build_defs(Settings.under(tmp_path))
+    path = tmp_path / "harmlessness_model.skops"
+    table = _refused_model().with_columns(harmlessness_path=pl.lit(str(path)),
+                                          harmlessness_sha256=pl.lit(save_model(_length_judge(1.0), path)),
+                                          harmlessness_gate=pl.lit(None, dtype=pl.String))
+    near = records.select("record_id", "corpus", near_duplicate_of=pl.lit(None, dtype=pl.String))
+    vectors = np.zeros((records.height, 384), dtype=np.float32)
+
+    def labels(model_table):
+        return quality_labels(config=QualityConfig(), raw_records=records,
+                              embeddings=EmbeddingVectors((records["record_id"],), (vectors,)),
+                              quality_model=model_table, near_duplicates=near,
+                              diverse_subset=records.select("record_id"),
+                              embedding_model=defs.resources["embedding_model"])
+
+    out = labels(table)
+    frame = out.value.join(records.select("record_id", "output"), on="record_id")
+    assert frame["quality_score"].null_count() == frame.height and out.metadata["scored_rows"].value == 0
+    assert frame["harmlessness_score"].null_count() == 0
+    by_score = frame.sort("harmlessness_score")["output"].str.len_chars().log1p()
+    assert np.allclose(np.sort(by_score.to_numpy()), by_score.to_numpy())
+    assert out.metadata["harmlessness_scored_rows"].value == frame.height
+    refused = labels(table.with_columns(harmlessness_gate=pl.lit("harmlessness 0.480 ...")))
+    assert refused.value["harmlessness_score"].null_count() == records.height
+
+
 def test_selection_falls_back_to_the_rules_and_lists_the_gate(refused_labels):
     records, out = refused_labels
     labels = out.value
@@ -83,6 +114,7 @@ def test_an_sft_only_raw_root_trains_no_judge_and_fails_nothing(read_corpus, tmp
     table = out.value
     check = judge_beats_baselines(table)
     assert table["path"][0] is None and table["gate"][0].startswith("too few pairs to train on")
+    assert table["harmlessness_path"][0] is None and table["harmlessness_gate"][0] == "too few pairs to train on (n=0)"
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     # a judge marked as used whose file does not load with its hash stops the scoring
     broken = judge_beats_baselines(table.with_columns(gate=pl.lit(None, dtype=pl.String), path=pl.lit(str(tmp_path / "x")),
