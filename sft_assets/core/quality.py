@@ -414,7 +414,11 @@ def gate_reason(held_out: dict[str, dict]) -> str | None:
     return None
 
 
-def _features_for(model: LogisticRegression, prompt_emb, response_emb, prompt_text, response_text) -> np.ndarray:
+Texts = pl.Series | Sequence[str | None]
+
+
+def _features_for(model: LogisticRegression, prompt_emb: np.ndarray, response_emb: np.ndarray,
+                  prompt_text: Texts, response_text: Texts) -> np.ndarray:
     X = quality_features(prompt_emb, response_emb, prompt_text, response_text)
     if X.shape[1] != model.n_features_in_:
         raise ValueError(f"model expects {model.n_features_in_} features, got {X.shape[1]}: "
@@ -422,24 +426,14 @@ def _features_for(model: LogisticRegression, prompt_emb, response_emb, prompt_te
     return X
 
 
-def quality_scores(
-    model: LogisticRegression,
-    prompt_emb: np.ndarray,
-    response_emb: np.ndarray,
-    prompt_text: pl.Series | Sequence[str | None],
-    response_text: pl.Series | Sequence[str | None],
-) -> np.ndarray:
+def quality_scores(model: LogisticRegression, prompt_emb: np.ndarray, response_emb: np.ndarray,
+                   prompt_text: Texts, response_text: Texts) -> np.ndarray:
     """Calibrated P(an acceptable answer to this prompt), in [0, 1]."""
     return model.predict_proba(_features_for(model, prompt_emb, response_emb, prompt_text, response_text))[:, 1]
 
 
-def harmlessness_scores(
-    model: LogisticRegression,
-    prompt_emb: np.ndarray,
-    response_emb: np.ndarray,
-    prompt_text: pl.Series | Sequence[str | None],
-    response_text: pl.Series | Sequence[str | None],
-) -> np.ndarray:
+def harmlessness_scores(model: LogisticRegression, prompt_emb: np.ndarray, response_emb: np.ndarray,
+                        prompt_text: Texts, response_text: Texts) -> np.ndarray:
     """The harmlessness model's score: higher = more like the answers HH raters chose as the less harmful.
     A ranking (standardized units), not a probability: compare rows, do not read one alone."""
     return model.decision_function(_features_for(model, prompt_emb, response_emb, prompt_text, response_text))
