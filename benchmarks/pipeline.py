@@ -60,8 +60,9 @@ PREFERENCE_FILES = "hh_rlhf/*"
 TARGET_FULL_S = 900
 TARGET_INCREMENTAL_RATIO = 0.10
 MARKER = ".pipeline-benchmark"  # --force wipes only a folder this benchmark made
-PHASE_SECONDS = re.compile(r"^(\w+): ([0-9.]+) s$")
-PHASE_PARTITIONS = re.compile(r"^(\w+): (\d+) of (\d+) partitions to run$")
+# The CLI's progress line per phase ("score_corpus ━━━ 17/17 files …") and its summary's "elapsed" line.
+PHASE_PROGRESS = re.compile(r"^(\w+) \S* ?(\d+)/(\d+) (files|steps)\b")
+PHASE_ELAPSED = re.compile(r"(\w+) ([0-9.]+) s")
 STEP_EVENTS = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.ASSET_MATERIALIZATION,
                dg.DagsterEventType.ASSET_CHECK_EVALUATION}
 
@@ -140,14 +141,20 @@ def run_cli(env: dict[str, str], log: Path) -> dict:
 
 
 def parse_phases(lines: list[str]) -> list[dict]:
-    """The CLI's ``<phase>: <n> of <m> partitions to run`` and ``<phase>: <seconds> s`` lines, per phase."""
-    phases: dict[str, dict] = {}
+    """Per phase, in the order of the closing summary's ``elapsed`` line: its seconds there and the partitions
+    (files) its progress display last counted. Progress lines repaint with carriage returns: each piece counts."""
+    progress: dict[str, int] = {}
+    elapsed: list[tuple[str, str]] = []
     for line in lines:
-        if match := PHASE_PARTITIONS.match(line):
-            phases.setdefault(match[1], {"phase": match[1]})["partitions"] = int(match[2])
-        elif match := PHASE_SECONDS.match(line):
-            phases.setdefault(match[1], {"phase": match[1]})["seconds"] = float(match[2])
-    return list(phases.values())
+        for piece in line.split("\r"):
+            piece = piece.strip()
+            if piece.startswith("elapsed "):
+                elapsed = PHASE_ELAPSED.findall(piece)
+            elif (match := PHASE_PROGRESS.match(piece)) and match[4] == "files":
+                progress[match[1]] = int(match[2])
+    phases = [{"phase": name, **({"partitions": progress.pop(name)} if name in progress else {}),
+               "seconds": float(seconds)} for name, seconds in elapsed]
+    return phases + [{"phase": name, "partitions": done} for name, done in progress.items()]
 
 
 def row_count(metadata: dict) -> int | None:

@@ -38,3 +38,20 @@ def test_breakdown_sums_steps_rows_and_partitions_per_asset(tmp_path, sample_cac
     assert all(row["seconds"] > 0 for row in result["assets"])
     assert result["runs"] == len(instance.get_run_records())
     assert 0 < result["run_overhead_s"] < result["run_s"]
+
+
+def test_phases_come_from_the_progress_display_and_the_closing_summary():
+    """Lines as `sft-assets run` printed them in a whole-corpora run (the progress display repaints with
+    carriage returns); the summary's order, the files counted, and no phase from a step count."""
+    lines = ["update_corpus ━━━━━━━━━━━━━━ 180/181 files 69 rows/s 0:25:40 ETA 0:00:05\r"
+             "update_corpus ━━━━━━━━━━━━━━ 181/181 files 69 rows/s 0:25:45 ETA 0:00:00",
+             "analyze_pool ━━━━━━━━━━━━━━━━━━━━━━━━ 7/7 steps  0:08:12 ETA 0:00:00",
+             "score_corpus ━━━━━━━━━━━━━━━━━━━━━━━━ 17/17 files 3 rows/s 0:10:00 ETA 0:00:00",
+             "Summary",
+             "  elapsed         update_corpus 1545.2 s, analyze_pool 492.7 s, score_corpus 1845.4 s, "
+             "select_and_export 8.5 s"]
+    assert _benchmark().parse_phases(lines) == [
+        {"phase": "update_corpus", "partitions": 181, "seconds": 1545.2},
+        {"phase": "analyze_pool", "seconds": 492.7},
+        {"phase": "score_corpus", "partitions": 17, "seconds": 1845.4},
+        {"phase": "select_and_export", "seconds": 8.5}]
