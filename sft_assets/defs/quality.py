@@ -94,7 +94,9 @@ def held_out_table(report: dict) -> pl.DataFrame:
     description="The helpfulness judge: calibrated P(an acceptable answer to this question) from (prompt, answer) "
     "embeddings and structure features, trained on helpfulness preference pairs (e.g. alpaca_eval) and "
     "self-supervised negatives from the pool, measured on held-out instructions against the length baseline. "
-    "`gate` says why it is not used (null: used). Saved with skops; its SHA-256 is recorded and checked on load.",
+    "`gate` says why it is not used (null: used). Beside it, the separate harmlessness score, trained on the "
+    "harmlessness datasets' pairs (HH) with its own gate (`harmlessness_gate`). Both saved with skops; their "
+    "SHA-256 is recorded and checked on load.",
 )
 def quality_model(context: dg.AssetExecutionContext, config: QualityModelConfig, raw_records: pl.DataFrame,
                   embedding_model: EmbeddingModel, model_store: ModelStore, raw_root: RawRoot):
