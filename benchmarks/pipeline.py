@@ -61,7 +61,7 @@ TARGET_FULL_S = 900
 TARGET_INCREMENTAL_RATIO = 0.10
 MARKER = ".pipeline-benchmark"  # --force wipes only a folder this benchmark made
 # The CLI's progress line per phase ("score_corpus ━━━ 17/17 files …") and its summary's "elapsed" line.
-PHASE_PROGRESS = re.compile(r"^(\w+) \S* ?(\d+)/(\d+) (files|steps)\b")
+PHASE_PROGRESS = re.compile(r"^(\w+) \S* ?(\d+)/(\d+) files\b")
 PHASE_ELAPSED = re.compile(r"(\w+) ([0-9.]+) s")
 STEP_EVENTS = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.ASSET_MATERIALIZATION,
                dg.DagsterEventType.ASSET_CHECK_EVALUATION}
@@ -150,7 +150,7 @@ def parse_phases(lines: list[str]) -> list[dict]:
             piece = piece.strip()
             if piece.startswith("elapsed "):
                 elapsed = PHASE_ELAPSED.findall(piece)
-            elif (match := PHASE_PROGRESS.match(piece)) and match[4] == "files":
+            elif match := PHASE_PROGRESS.match(piece):
                 progress[match[1]] = int(match[2])
     phases = [{"phase": name, **({"partitions": progress.pop(name)} if name in progress else {}),
                "seconds": float(seconds)} for name, seconds in elapsed]

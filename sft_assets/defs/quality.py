@@ -103,16 +103,13 @@ def quality_model(context: dg.AssetExecutionContext, config: QualityModelConfig,
     extra = extra_preference_records(config.extra_preference_files, raw_root)
     pairs = pl.concat([raw_records, *extra], how="diagonal_relaxed").filter(pl.col("kind") == "preference")
     pairs = pairs.unique("record_id", keep="first", maintain_order=True)
-    helpful = pairs.filter(~pl.col("dataset").is_in(config.harmlessness_datasets))
+    is_harmlessness = pl.col("dataset").is_in(config.harmlessness_datasets)
+    helpful, harmful = pairs.filter(~is_harmlessness), pairs.filter(is_harmlessness)
     pool = self_supervised_pool(raw_records, config.self_supervised_rows, config.seed)
-    model, report = train_quality_model(
-        helpful, pool, lambda texts: embed_strings(embedding_model, texts),
-        lambda texts: embed_answers(embedding_model, texts),
-        test_fraction=config.test_fraction, C=config.C, seed=config.seed)
-    harmful = pairs.filter(pl.col("dataset").is_in(config.harmlessness_datasets)).select("prompt", "chosen", "rejected")
-    harm_model, harm = train_harmlessness_model(
-        harmful, lambda texts: embed_strings(embedding_model, texts), lambda texts: embed_answers(embedding_model, texts),
-        test_fraction=config.test_fraction, C=config.C, seed=config.seed)
+    embedders = (lambda texts: embed_strings(embedding_model, texts), lambda texts: embed_answers(embedding_model, texts))
+    fit = dict(test_fraction=config.test_fraction, C=config.C, seed=config.seed)
+    model, report = train_quality_model(helpful, pool, *embedders, **fit)
+    harm_model, harm = train_harmlessness_model(harmful.select("prompt", "chosen", "rejected"), *embedders, **fit)
     path, sha = _saved(model, model_store, "quality_model.skops")
     harm_path, harm_sha = _saved(harm_model, model_store, "harmlessness_model.skops")
     held = report.get("held_out", {})
@@ -135,12 +132,13 @@ def quality_model(context: dg.AssetExecutionContext, config: QualityModelConfig,
     context.log.info("quality judge, held out:\n" + markdown_table(table)
                      + (f"\nnot used: {report['gate']}" if report["gate"] else "") + "\n" + harm_line)
     # a retrain to the same weights changes nothing downstream
-    version = (dg.DataVersion(f"{model_version(model).value if model is not None else 'refused:' + report['gate']}"
-                              f"/{model_version(harm_model).value if harm_model is not None else harm['gate']}"))
+    judge_version = model_version(model).value if model is not None else f"refused:{report['gate']}"
+    harm_version = model_version(harm_model).value if harm_model is not None else f"refused:{harm['gate']}"
+    version = dg.DataVersion(f"{judge_version}/{harm_version}")
     return dg.Output(frame, data_version=version, metadata={
         **counts, "gate": report["gate"] or "passed: the judge is used",
         "held_out": dg.MetadataValue.md(markdown_table(table, rows=20)),
-        "harmlessness_datasets_left_out": int(pairs.height - helpful.height),
+        "harmlessness_datasets_left_out": harmful.height,
         "harmlessness": harm_line,
         **({"model_file": dg.MetadataValue.path(path), "sha256": sha} if path is not None else {})})
 
