@@ -171,34 +171,28 @@ def logistic_fit_predict(x: np.ndarray, C: float = 0.1, max_rows_per_label: int 
     return fit_predict
 
 
-def knn_similarity(reference: np.ndarray, queries: np.ndarray, k: int = KNN_K, block: int = 4096) -> np.ndarray:
-    """Mean cosine similarity of each query to its ``k`` nearest reference rows (unit vectors), in blocks."""
-    k = min(k, len(reference))
-    out = np.empty(len(queries))
-    for lo in range(0, len(queries), block):
-        sims = queries[lo: lo + block] @ reference.T
-        out[lo: lo + block] = np.partition(sims, -k, axis=1)[:, -k:].mean(axis=1)
-    return out
-
-
-def reference_share(reference: np.ndarray, queries: np.ndarray, k: int = KNN_K,
-                    pooled_rows: int = KNN_REFERENCE_ROWS, seed: int = 0, block: int = 4096) -> np.ndarray:
-    """Share of reference rows among each query's ``k`` nearest neighbours in the reference plus a random
-    sample of at most ``pooled_rows`` queries (itself excluded). Low = its neighbourhood is mostly other
-    queries."""
+def neighbour_views(reference: np.ndarray, queries: np.ndarray, k: int = KNN_K,
+                    pooled_rows: int = KNN_REFERENCE_ROWS, seed: int = 0,
+                    block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per query (unit vectors), from one product with the reference and a random sample of at most
+    ``pooled_rows`` queries: the mean cosine similarity to its ``k`` nearest reference rows (the kNN view),
+    and the share of reference rows among its ``k`` nearest neighbours in that pool, itself excluded (the
+    neighbours view; low = its neighbourhood is mostly other queries)."""
     pick = np.sort(np.random.default_rng(seed).permutation(len(queries))[:pooled_rows])
     pool = np.vstack([reference, queries[pick]])
     pool_pos = np.full(len(queries), -1)
     pool_pos[pick] = len(reference) + np.arange(len(pick))
-    k = min(k, len(pool) - 1)
-    out = np.empty(len(queries))
+    k_reference, k_pool = min(k, len(reference)), min(k, len(pool) - 1)
+    similarity, share = np.empty(len(queries)), np.empty(len(queries))
     for lo in range(0, len(queries), block):
         sims = queries[lo: lo + block] @ pool.T
+        similarity[lo: lo + block] = np.partition(sims[:, :len(reference)], -k_reference, axis=1)[
+            :, -k_reference:].mean(axis=1)
         own = np.flatnonzero(pool_pos[lo: lo + block] >= 0)
         sims[own, pool_pos[lo + own]] = -np.inf
-        nearest = np.argpartition(sims, -k, axis=1)[:, -k:]
-        out[lo: lo + block] = (nearest < len(reference)).mean(axis=1)
-    return out
+        nearest = np.argpartition(sims, -k_pool, axis=1)[:, -k_pool:]
+        share[lo: lo + block] = (nearest < len(reference)).mean(axis=1)
+    return similarity, share
 
 
 def conformal_p(scores: np.ndarray, null: np.ndarray) -> np.ndarray:
@@ -268,7 +262,7 @@ def novelty_scores(
     train_ref = ref[~held]
     if len(train_ref) > knn_reference_rows:
         train_ref = train_ref[np.sort(np.random.default_rng(seed).permutation(len(train_ref))[:knn_reference_rows])]
-    knn = knn_similarity(train_ref, x[queries], knn_k)
+    knn, share = neighbour_views(train_ref, x[queries], knn_k, knn_reference_rows, seed)
     fit_predict = fit_predict or logistic_fit_predict(x, C, seed=seed)
     prob, auc, folds = out_of_fold(labels, fit_predict, k_folds, seed)
     focus_rows = min(len(queries), max(FOCUS_MIN_ROWS, math.ceil(focus * len(queries))))
@@ -276,7 +270,7 @@ def novelty_scores(
     focused_prob, _, _ = out_of_fold(labels, fit_predict, k_folds, seed, fitted=np.r_[np.flatnonzero(~held), focused])
     views = {"classifier": prob[queries], "focused": focused_prob[queries], "knn": knn,
              # ties of the share (a multiple of 1/k) broken by the kNN similarity, a term below one step
-             "neighbours": reference_share(train_ref, x[queries], knn_k, knn_reference_rows, seed) + 1e-3 * knn}
+             "neighbours": share + 1e-3 * knn}
     tested = {}
     for name, values in views.items():
         p = conformal_p(values[n_held:], values[:n_held])
