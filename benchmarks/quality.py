@@ -35,9 +35,8 @@ from bench_env import CORPORA, REPO, write_result  # first: offline models, the 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from sft_assets.core.datasets import user_prompt  # noqa: E402
 from sft_assets.core.quality import (  # noqa: E402
-    CORRUPTIONS, held_out_mask, length_baseline, pairwise_accuracy, quality_features, quality_rules,
+    CORRUPTIONS, held_out_mask, length_baseline, pairwise_accuracy, quality_features, self_supervised_pool,
     train_harmlessness_model, train_quality_model,
 )
 from sft_assets.core.readers import read_file  # noqa: E402
@@ -85,11 +84,8 @@ def records(pattern: str) -> pl.DataFrame:
 
 
 def pool_rows(n: int, seed: int) -> pl.DataFrame:
-    """``n`` alpaca_en rows that pass the hard rules, as (prompt, answer)."""
-    sft = records("alpaca_en/*.json")
-    sft = sft.filter(quality_rules(sft).list.len() == 0)
-    return sft.sample(n, seed=seed).select(prompt=user_prompt(pl.col("instruction"), pl.col("input")),
-                                           answer=pl.col("output"))
+    """``n`` alpaca_en rows drawn as the asset draws its self-supervised sample, as (prompt, answer)."""
+    return self_supervised_pool(records("alpaca_en/*.json"), n, seed)
 
 
 def current_judge(embed: Embedder, n_pool: int, seed: int):
@@ -163,7 +159,8 @@ def main() -> None:
     results |= {
         "targets": TARGETS,
         "data": {"alpaca_eval": f"{pairs.height} decided pairs of {CORPORA.name}/alpaca_eval (draws quarantined)",
-                 "pool": f"{pool.height} alpaca_en rows passing the rules, sampled with seed {args.seed}",
+                 "pool": f"{pool.height} alpaca_en rows passing the rules, the smallest draws of their record "
+                         f"ids with seed {args.seed}",
                  "hh_rlhf": f"{hh.height} harmless-base pairs"},
         "seconds": round(time.perf_counter() - started, 1),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},

@@ -13,10 +13,9 @@ same rows in the same order, whatever order the inputs came in.
 
 from __future__ import annotations
 
-import hashlib
-
 import polars as pl
 
+from sft_assets.core.draws import key_draws
 from sft_assets.core.records import TURN, embedding_text
 from sft_assets.core.selection import share_count
 
@@ -130,10 +129,7 @@ def ppo_dataset(
         .sort(pl.col("record_ids").list.first())
         .select(PPO_PROMPT_COLUMNS)
     )
-    draw = pl.Series(
-        [hashlib.blake2b(f"{seed}:{rid}".encode(), digest_size=8).hexdigest() for rid in sft["record_id"]],
-        dtype=pl.String,
-    )
+    draw = pl.Series(key_draws(sft["record_id"], seed), dtype=pl.UInt64)
     ptx = sft.with_columns(_draw=draw).sort("_draw", "record_id").head(share_count(sft.height, ptx_fraction))
     return prompts, ptx.drop("_draw").sort("record_id", "corpus")
 

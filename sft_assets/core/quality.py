@@ -38,6 +38,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from upath import UPath
 
+from sft_assets.core.datasets import user_prompt
+from sft_assets.core.draws import draw_rng, key_draws, smallest_draws
 from sft_assets.core.storage import atomic_write
 
 # ---------------------------------------------------------------- judge
@@ -178,14 +180,16 @@ def corrupted_answer(text: str, kind: str, rng: np.random.Generator) -> str | No
     raise ValueError(f"unknown corruption {kind!r}")
 
 
-def other_answer_index(prompt_emb: np.ndarray, answers: Sequence[str], rng: np.random.Generator,
-                       close: bool) -> np.ndarray:
-    """For each row, a row whose answer it gets as a negative: a random other row, or (``close``) the row
+def other_answer_index(prompt_emb: np.ndarray, answers: Sequence[str], seed: int, close: bool) -> np.ndarray:
+    """For each row, a row whose answer it gets as a negative: a random other row (the next one in the
+    answers' seeded draw order, so a new row changes only its neighbours' pairs), or (``close``) the row
     whose prompt is nearest but whose answer differs (a topically close question's answer)."""
     n = len(answers)
     if not close:
-        shift = rng.integers(1, n, size=n)
-        return (np.arange(n) + shift) % n
+        order = smallest_draws(key_draws(answers, seed), n)
+        other = np.empty(n, dtype=int)
+        other[order] = np.roll(order, -1)
+        return other
     sims = prompt_emb @ prompt_emb.T
     same = np.array(answers, dtype=object)[:, None] == np.array(answers, dtype=object)[None, :]
     sims[same] = -np.inf  # itself, and rows with the very same answer
@@ -197,34 +201,44 @@ def corruption_pairs(pool: pl.DataFrame, prompt_emb: np.ndarray, answer_emb: np.
                      seed: int, kinds: Sequence[str] = CORRUPTIONS) -> dict[str, dict]:
     """Per corruption kind, (good, bad) pairs on the pool rows ``pool`` (``prompt``, ``answer``):
     row indices into ``pool`` and the bad answers' texts and vectors."""
-    rng = np.random.default_rng(seed)
     answers = pool["answer"].to_list()
     out = {}
     for kind in kinds:
         if kind in ("other_answer", "close_answer"):
             if len(answers) < 2:
                 continue
-            other = other_answer_index(prompt_emb, answers, rng, close=kind == "close_answer")
+            other = other_answer_index(prompt_emb, answers, seed, close=kind == "close_answer")
             out[kind] = {"rows": np.arange(len(answers)), "bad": [answers[i] for i in other],
                          "bad_emb": answer_emb[other]}
             continue
-        damaged = [corrupted_answer(a, kind, rng) for a in answers]
+        damaged = [corrupted_answer(a, kind, draw_rng(a, seed)) for a in answers]
         rows = np.array([i for i, d in enumerate(damaged) if d is not None and d != answers[i]], dtype=int)
         bad = [damaged[i] for i in rows]
         out[kind] = {"rows": rows, "bad": bad, "bad_emb": embed_answers(bad) if bad else np.zeros((0, 0))}
     return out
 
 
+def self_supervised_pool(raw_records: pl.DataFrame, rows: int, seed: int) -> pl.DataFrame:
+    """A seeded sample of single-turn SFT rows that pass every rule, as (prompt, answer): the rows whose
+    record ids draw smallest, so a new corpus file changes only the rows it displaces and the judge's
+    retraining re-embeds only those (the rest come from the text cache)."""
+    sft = raw_records.filter((pl.col("kind") == "sft") & (pl.col("history").list.len().fill_null(0) == 0))
+    sft = sft.unique("record_id", keep="first").sort("record_id")
+    sft = sft.filter(quality_rules(sft).list.len() == 0)
+    sft = sft[smallest_draws(key_draws(sft["record_id"], seed), rows)]
+    return sft.select(prompt=user_prompt(pl.col("instruction"), pl.col("input")), answer=pl.col("output").fill_null(""))
+
+
 # ---------------------------------------------------------------- training
 
 
 def held_out_mask(texts: Sequence[str], test_fraction: float, seed: int) -> np.ndarray:
-    """True for the held-out rows: whole groups of the same text (an instruction) go to one side."""
+    """True for the held-out rows: whole groups of the same text (an instruction) go to one side, the texts
+    with the smallest seeded draws, so new rows leave the other texts' sides as they were."""
     keys = pl.Series(list(texts), dtype=pl.String).fill_null("")
     unique = keys.unique(maintain_order=True).to_list()
-    order = np.random.default_rng(seed).permutation(len(unique))
-    held = {unique[i] for i in order[: round(test_fraction * len(unique))]}
-    return keys.is_in(list(held)).to_numpy()
+    held = [unique[i] for i in smallest_draws(key_draws(unique, seed), round(test_fraction * len(unique)))]
+    return keys.is_in(held).to_numpy()
 
 
 def _fit_pairwise(good: np.ndarray, bad: np.ndarray, weight: np.ndarray, C: float) -> LogisticRegression:

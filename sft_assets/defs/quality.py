@@ -12,7 +12,7 @@ from sft_assets.core.datasets import user_prompt
 from sft_assets.core.plots import histogram_png, png_markdown
 from sft_assets.core.quality import (
     DEFAULT_C, UntrustedModelFile, harmlessness_scores, load_model, quality_rules, quality_scores, save_model,
-    show_accuracy, train_harmlessness_model, train_quality_model,
+    self_supervised_pool, show_accuracy, train_harmlessness_model, train_quality_model,
 )
 from sft_assets.core.readers import UnreadableFile, read_file
 from sft_assets.core.vectors import EmbeddingVectors
@@ -66,15 +66,6 @@ class ModelStore(dg.ConfigurableResource):
     def file(self, name: str) -> UPath:
         """Any fsspec URI: on Kubernetes the store must be shared by the pods (e.g. s3://)."""
         return UPath(self.path) / name
-
-
-def self_supervised_pool(raw_records: pl.DataFrame, rows: int, seed: int) -> pl.DataFrame:
-    """A seeded sample of single-turn SFT rows that pass every rule, as (prompt, answer)."""
-    sft = raw_records.filter((pl.col("kind") == "sft") & (pl.col("history").list.len().fill_null(0) == 0))
-    sft = sft.unique("record_id", keep="first").sort("record_id")
-    sft = sft.filter(quality_rules(sft).list.len() == 0)
-    sft = sft.sample(min(rows, sft.height), seed=seed) if sft.height else sft
-    return sft.select(prompt=user_prompt(pl.col("instruction"), pl.col("input")), answer=pl.col("output").fill_null(""))
 
 
 def held_out_table(report: dict) -> pl.DataFrame:
