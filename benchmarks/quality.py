@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -164,7 +165,7 @@ def main() -> None:
                  "hh_rlhf": f"{hh.height} harmless-base pairs"},
         "seconds": round(time.perf_counter() - started, 1),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
-        "command": "nice -n 10 .venv/bin/python benchmarks/quality.py",
+        "command": " ".join(["python", "benchmarks/quality.py", *sys.argv[1:]]),
     }
     write_result(args.out, results)
     print(json.dumps({k: results[k] for k in ("gate", "alpaca_eval_held_out", "pool_corruptions_held_out",

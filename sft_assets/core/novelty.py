@@ -51,13 +51,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy.stats import nhypergeom
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
+
+from sft_assets.core.draws import key_draws, smallest_draws
 
 FALSE_NOVEL_RATE = 0.05
 GATE_SIGNIFICANCE = 0.01
@@ -121,21 +122,44 @@ def _unusable(n_cand: int, gate: str, message: str, rate: float) -> NoveltyResul
                          novel_share=0.0, gate_p=None, message=message)
 
 
-def holdout_mask(n_ref: int, fraction: float = HOLDOUT_FRACTION, max_rows: int = MAX_HOLDOUT,
-                 seed: int = 0) -> np.ndarray:
-    """Which reference rows are held out as known-old candidates: a random ``fraction``, at most ``max_rows``."""
-    mask = np.zeros(n_ref, dtype=bool)
-    mask[np.random.default_rng(seed).permutation(n_ref)[: min(max_rows, round(fraction * n_ref))]] = True
+def row_draws(n_ref: int, n_cand: int, keys: Sequence[str] | None = None, seed: int = 0) -> np.ndarray:
+    """One seeded draw per row (reference, then candidates) from its key (e.g. a record id; default its
+    position): the held-out rows, folds and samples follow the draws, so adding candidates leaves every other
+    row where it was, and only the new rows' share of the fits changes."""
+    if keys is None:
+        keys = [f"reference:{i}" for i in range(n_ref)] + [f"candidate:{i}" for i in range(n_cand)]
+    if len(keys) != n_ref + n_cand:
+        raise ValueError(f"one key per reference row and candidate is needed: {len(keys)} keys, "
+                         f"{n_ref} + {n_cand} rows")
+    return key_draws(keys, seed)
+
+
+def holdout_mask(draws: np.ndarray, fraction: float = HOLDOUT_FRACTION, max_rows: int = MAX_HOLDOUT) -> np.ndarray:
+    """Which reference rows (by their draws) are held out as known-old candidates: the smallest-drawing
+    ``fraction`` of them, at most ``max_rows``."""
+    mask = np.zeros(len(draws), dtype=bool)
+    mask[smallest_draws(draws, min(max_rows, round(fraction * len(draws))))] = True
     return mask
 
 
-def out_of_fold(labels: np.ndarray, fit_predict: FitPredict, k_folds: int = 5, seed: int = 0,
+def stable_folds(labels: np.ndarray, draws: np.ndarray, folds: int) -> np.ndarray:
+    """Each row's fold from its draw alone, so a new row moves no other; a label too small to reach every
+    fold that way is dealt round-robin in draw order instead (every fold then holds both labels)."""
+    fold = (np.asarray(draws, dtype=np.uint64) % np.uint64(folds)).astype(np.int64)
+    for label in (0, 1):
+        rows = np.flatnonzero(labels == label)
+        if len(np.unique(fold[rows])) < folds:
+            fold[rows[smallest_draws(draws[rows], len(rows))]] = np.arange(len(rows)) % folds
+    return fold
+
+
+def out_of_fold(labels: np.ndarray, fit_predict: FitPredict, draws: np.ndarray, k_folds: int = 5,
                 fitted: np.ndarray | None = None) -> tuple[np.ndarray, float, int]:
     """Every row's P(label 1) from models that never saw it, the mean per-fold AUC and the folds used.
 
-    The ``fitted`` rows (default: all) are split into stratified folds, so every fold holds both labels (fewer
-    folds when one label has fewer rows, at least 2), and each is scored by the model trained on the other folds;
-    every other row is scored by the mean of the fold models."""
+    The ``fitted`` rows (default: all) are split into folds by their ``draws`` (``stable_folds``: every fold
+    holds both labels; fewer folds when one label has fewer rows, at least 2), and each is scored by the model
+    trained on the other folds; every other row is scored by the mean of the fold models."""
     y = np.asarray(labels, dtype=np.int8)
     fitted = np.arange(len(y)) if fitted is None else np.asarray(fitted)
     rest = np.setdiff1d(np.arange(len(y)), fitted)
@@ -146,7 +170,9 @@ def out_of_fold(labels: np.ndarray, fit_predict: FitPredict, k_folds: int = 5, s
     oof = np.full(len(y), np.nan)
     oof[rest] = 0.0
     aucs = []
-    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(fitted)), y_fit):
+    fold_of = stable_folds(y_fit, np.asarray(draws)[fitted], folds)
+    for fold in range(folds):
+        train, test = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
         prob = fit_predict(fitted[train], np.r_[fitted[test], rest], y)
         oof[fitted[test]] = prob[: len(test)]
         oof[rest] += prob[len(test):] / folds
@@ -154,16 +180,15 @@ def out_of_fold(labels: np.ndarray, fit_predict: FitPredict, k_folds: int = 5, s
     return oof, float(np.mean(aucs)), folds
 
 
-def logistic_fit_predict(x: np.ndarray, C: float = 0.1, max_rows_per_label: int = MAX_TRAIN_ROWS_PER_LABEL,
-                         seed: int = 0) -> FitPredict:
+def logistic_fit_predict(x: np.ndarray, draws: np.ndarray, C: float = 0.1,
+                         max_rows_per_label: int = MAX_TRAIN_ROWS_PER_LABEL) -> FitPredict:
     """Logistic regression on embeddings, balanced class weights (the reference is usually far smaller),
-    trained on at most ``max_rows_per_label`` random rows of each label of the training folds (the cost of
-    a whole-corpora pool; every row is still scored by a model that never saw it)."""
-    rng = np.random.default_rng(seed)
+    trained on at most ``max_rows_per_label`` rows of each label of the training folds, those with the
+    smallest draws (the cost of a whole-corpora pool; every row is still scored by a model that never saw it)."""
 
     def fit_predict(train: np.ndarray, test: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        train = np.concatenate([rng.permutation(train[labels[train] == label])[:max_rows_per_label]
-                                for label in (0, 1)])
+        by_label = [train[labels[train] == label] for label in (0, 1)]
+        train = np.concatenate([rows[smallest_draws(draws[rows], max_rows_per_label)] for rows in by_label])
         model = LogisticRegression(C=C, class_weight="balanced", max_iter=2000)
         model.fit(x[train], labels[train])
         return model.predict_proba(x[test])[:, 1]
@@ -171,14 +196,13 @@ def logistic_fit_predict(x: np.ndarray, C: float = 0.1, max_rows_per_label: int 
     return fit_predict
 
 
-def neighbour_views(reference: np.ndarray, queries: np.ndarray, k: int = KNN_K,
-                    pooled_rows: int = KNN_REFERENCE_ROWS, seed: int = 0,
-                    block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Per query (unit vectors), from one product with the reference and a random sample of at most
-    ``pooled_rows`` queries: the mean cosine similarity to its ``k`` nearest reference rows (the kNN view),
+def neighbour_views(reference: np.ndarray, queries: np.ndarray, query_draws: np.ndarray, k: int = KNN_K,
+                    pooled_rows: int = KNN_REFERENCE_ROWS, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per query (unit vectors), from one product with the reference and at most ``pooled_rows`` queries (the
+    smallest ``query_draws``): the mean cosine similarity to its ``k`` nearest reference rows (the kNN view),
     and the share of reference rows among its ``k`` nearest neighbours in that pool, itself excluded (the
     neighbours view; low = its neighbourhood is mostly other queries)."""
-    pick = np.sort(np.random.default_rng(seed).permutation(len(queries))[:pooled_rows])
+    pick = np.sort(smallest_draws(query_draws, pooled_rows))
     pool = np.vstack([reference, queries[pick]])
     pool_pos = np.full(len(queries), -1)
     pool_pos[pick] = len(reference) + np.arange(len(pick))
@@ -228,9 +252,11 @@ def novelty_scores(
     knn_reference_rows: int = KNN_REFERENCE_ROWS,
     focus: float = FOCUS,
     fit_predict: FitPredict | None = None,
+    keys: Sequence[str] | None = None,
 ) -> NoveltyResult:
     """Score candidates against the reference (see the module docstring); ``fit_predict`` replaces the
     logistic classifier (e.g. a fine-tuned transformer; rows index the reference, then the candidates).
+    ``keys``: one per reference row, then per candidate (record ids), for ``row_draws``.
 
     Each view is read as conformal p-values against the held-out rows; the view with the strongest excess of
     candidates beyond the held-out rows is used (a small foreign minority shows in the kNN and focused views, a
@@ -248,7 +274,8 @@ def novelty_scores(
     if n_ref == 0:
         return _unusable(n_cand, "empty reference", "reference set is empty: nothing to compare with, so no "
                          "novelty filtering is possible", false_novel_rate)
-    held = holdout_mask(n_ref, holdout_fraction, seed=seed)
+    draws = row_draws(n_ref, n_cand, keys, seed)
+    held = holdout_mask(draws[:n_ref], holdout_fraction)
     n_held = int(held.sum())
     needed = math.ceil(1 / false_novel_rate - 1)
     if n_held < needed or n_ref - n_held < 2:
@@ -259,15 +286,14 @@ def novelty_scores(
     labels = np.r_[(~held).astype(np.int8), np.zeros(n_cand, dtype=np.int8)]
     # Rows scored like candidates: the held-out reference rows first, then the candidates.
     queries = np.r_[np.flatnonzero(held), n_ref + np.arange(n_cand)]
-    train_ref = ref[~held]
-    if len(train_ref) > knn_reference_rows:
-        train_ref = train_ref[np.sort(np.random.default_rng(seed).permutation(len(train_ref))[:knn_reference_rows])]
-    knn, share = neighbour_views(train_ref, x[queries], knn_k, knn_reference_rows, seed)
-    fit_predict = fit_predict or logistic_fit_predict(x, C, seed=seed)
-    prob, auc, folds = out_of_fold(labels, fit_predict, k_folds, seed)
+    train_rows = np.flatnonzero(~held)
+    train_ref = ref[np.sort(train_rows[smallest_draws(draws[train_rows], knn_reference_rows)])]
+    knn, share = neighbour_views(train_ref, x[queries], draws[queries], knn_k, knn_reference_rows)
+    fit_predict = fit_predict or logistic_fit_predict(x, draws, C)
+    prob, auc, folds = out_of_fold(labels, fit_predict, draws, k_folds)
     focus_rows = min(len(queries), max(FOCUS_MIN_ROWS, math.ceil(focus * len(queries))))
     focused = np.sort(queries[np.argsort(knn, kind="stable")[:focus_rows]])
-    focused_prob, _, _ = out_of_fold(labels, fit_predict, k_folds, seed, fitted=np.r_[np.flatnonzero(~held), focused])
+    focused_prob, _, _ = out_of_fold(labels, fit_predict, draws, k_folds, fitted=np.r_[train_rows, focused])
     views = {"classifier": prob[queries], "focused": focused_prob[queries], "knn": knn,
              # ties of the share (a multiple of 1/k) broken by the kNN similarity, a term below one step
              "neighbours": share + 1e-3 * knn}

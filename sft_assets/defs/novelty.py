@@ -79,9 +79,11 @@ def classify_novelty(config: NoveltyConfig, candidate_pool: pl.DataFrame, embedd
                                              max_length=config.fine_tune_max_length, seed=config.seed)
     if not len(reference):
         reference = np.zeros((0, candidates.shape[1]), np.float32)
+    keys = [f"reference:{k}" for k in curated_reference["record_id"]] if curated_reference.height else []
     return score_novelty(reference, candidates, k_folds=config.k_folds, seed=config.seed,
                          false_novel_rate=config.false_novel_rate, gate_significance=config.gate_significance,
-                         holdout_fraction=config.holdout_fraction, fit_predict=fit_predict)
+                         holdout_fraction=config.holdout_fraction, fit_predict=fit_predict,
+                         keys=keys + candidate_pool["record_id"].to_list())
 
 
 def novelty_frame(record_ids: pl.Series, result: NoveltyResult, keep: str = "novel") -> pl.DataFrame:

@@ -9,10 +9,13 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from sft_assets.core import novelty
-from sft_assets.core.novelty import FOCUS_MIN_ROWS, holdout_mask, most_like_reference, novel_mask, novelty_scores, out_of_fold
+from sft_assets.core.novelty import (
+    FOCUS_MIN_ROWS, holdout_mask, most_like_reference, novel_mask, novelty_scores, out_of_fold, row_draws,
+)
 from sft_assets.core.records import detect_lang, embedding_texts
 
 N_REFERENCE, N_SAME, N_FOREIGN = 400, 300, 30  # foreign: 9 % of the candidates
+N_MORE_REFERENCE = 300  # the planted case's reference has 700 rows: 140 held out
 N_GSM8K = 150
 
 
@@ -27,28 +30,31 @@ def model():
 @pytest.fixture(scope="module")
 def emb(read_corpus, model):
     """MiniLM embeddings of an alpaca_en slice (reference, then same-distribution rows) and a gsm8k slice."""
-    alpaca = read_corpus("alpaca_en/alpaca_data-0-3252.json").records.head(N_REFERENCE + N_SAME)
+    alpaca = read_corpus("alpaca_en/alpaca_data-0-3252.json").records.head(N_REFERENCE + N_SAME + N_MORE_REFERENCE)
     frames = {"alpaca": alpaca, "gsm8k": read_corpus("gsm8k/gsm8k_train.tsv").records.head(N_GSM8K)}
     vectors = {name: model.encode(embedding_texts(frame), normalize_embeddings=True, batch_size=64)
                for name, frame in frames.items()}
-    return {"reference": vectors["alpaca"][:N_REFERENCE], "same": vectors["alpaca"][N_REFERENCE:],
+    return {"reference": vectors["alpaca"][:N_REFERENCE], "same": vectors["alpaca"][N_REFERENCE:N_REFERENCE + N_SAME],
+            "more_reference": vectors["alpaca"][N_REFERENCE + N_SAME:],
             "gsm8k": vectors["gsm8k"]}
 
 
 @pytest.fixture(scope="module")
 def planted(emb):
+    """9 % gsm8k against 700 reference rows. With 400 (80 held out) the gate's excess p lay at 0.0001-0.07
+    over draw seeds 0-5, on both sides of 0.01; with 140 held out it was at most 0.0013 over seeds 0-7."""
     candidates = np.vstack([emb["same"], emb["gsm8k"][:N_FOREIGN]])
     is_foreign = np.r_[np.zeros(N_SAME, bool), np.ones(N_FOREIGN, bool)]
-    return novelty_scores(emb["reference"], candidates), is_foreign
+    return novelty_scores(np.vstack([emb["reference"], emb["more_reference"]]), candidates), is_foreign
 
 
 def test_planted_foreign_rows_rank_first_and_pass_the_cut(planted):
     result, is_foreign = planted
-    assert result.usable and result.gate is None and result.gate_p <= 0.01  # measured 0.0014
-    assert roc_auc_score(is_foreign, -result.score) >= 0.9  # measured 0.947
+    assert result.usable and result.gate is None and result.gate_p <= 0.01  # measured 8e-7
+    assert roc_auc_score(is_foreign, -result.score) >= 0.9  # measured 0.996
     novel = novel_mask(result.p_value)
-    assert novel[is_foreign].mean() >= 0.75  # measured 0.80
-    assert novel[~is_foreign].mean() <= 0.1  # measured 0.063
+    assert novel[is_foreign].mean() >= 0.75  # measured 1.0
+    assert novel[~is_foreign].mean() <= 0.1  # measured 0.067 (0.023-0.103 over seeds 0-7)
     # The cut means "less like the reference than 95 % of the held-out reference rows".
     beaten = (result.holdout_score[None, :] <= result.score[:, None]).sum(axis=1)
     assert np.array_equal(novel, (1 + beaten) / (len(result.holdout_score) + 1) <= 0.05)
@@ -93,7 +99,7 @@ def test_every_row_is_scored_by_a_model_that_never_saw_it(emb):
     reference, candidates = emb["reference"], np.vstack([emb["same"], emb["gsm8k"][:N_FOREIGN]])
     result = novelty_scores(reference, candidates, fit_predict=memorizer)
     n = len(reference) + len(candidates)
-    held = holdout_mask(len(reference))
+    held = holdout_mask(row_draws(len(reference), len(candidates))[: len(reference)])
     assert len(folds) == 10  # the plain classifier, then the focused one
     for fits, everything in ((folds[:5], True), (folds[5:], False)):
         trained = np.unique(np.concatenate([train for train, _, _ in fits]))
@@ -117,21 +123,26 @@ def test_every_row_is_scored_by_a_model_that_never_saw_it(emb):
 def test_the_classifier_learns_from_the_rows_least_like_the_reference(emb):
     """The focus is what lets a minority teach the classifier: gsm8k at 2 % of the candidates is about a
     twentieth of the focus rows (FOCUS_MIN_ROWS of 380). Trained on every candidate, the plain classifier
-    barely ranks them (measured: focused 0.73, plain 0.55)."""
+    ranks them worse, by how much depends on the held-out rows and folds drawn, so over six draw seeds
+    (measured: focused 0.83-0.88, mean 0.86; plain 0.62-0.87, mean 0.76)."""
     n_foreign = 6
     candidates = np.vstack([emb["same"], emb["gsm8k"][:n_foreign]])
     is_foreign = np.r_[np.zeros(N_SAME, bool), np.ones(n_foreign, bool)]
-    views = novelty_scores(emb["reference"], candidates).views
-    auc = {view: roc_auc_score(is_foreign, -views[view][0]) for view in ("focused", "classifier")}
-    assert auc["focused"] >= 0.7 and auc["focused"] > auc["classifier"] + 0.1, auc
+    auc = {"focused": [], "classifier": []}
+    for seed in range(6):
+        views = novelty_scores(emb["reference"], candidates, seed=seed).views
+        for view in auc:
+            auc[view].append(roc_auc_score(is_foreign, -views[view][0]))
+    assert min(auc["focused"]) >= 0.7 and np.mean(auc["focused"]) > np.mean(auc["classifier"]) + 0.05, auc
 
 
 def test_out_of_fold_reduces_folds_to_the_smaller_label():
     labels = np.r_[np.ones(3), np.zeros(10)].astype(np.int8)
-    prob, auc, folds = out_of_fold(labels, lambda train, test, y: np.full(len(test), 0.5), k_folds=5)
+    prob, auc, folds = out_of_fold(labels, lambda train, test, y: np.full(len(test), 0.5), row_draws(0, 13),
+                                   k_folds=5)
     assert folds == 3 and auc == 0.5 and np.isfinite(prob).all()
     with pytest.raises(ValueError, match="at least 2 rows"):
-        out_of_fold(np.r_[1, np.zeros(5)], lambda train, test, y: np.zeros(len(test)))
+        out_of_fold(np.r_[1, np.zeros(5)], lambda train, test, y: np.zeros(len(test)), row_draws(0, 6))
 
 
 def test_degenerate_inputs_give_a_reason_not_a_crash(emb):
@@ -191,3 +202,29 @@ def test_a_small_cluster_of_foreign_rows_finds_itself_before_the_reference(read_
                         lambda *args, **kwargs: (views(*args, **kwargs)[0], np.zeros(len(args[1]))))
     without = novelty_scores(reference, candidates)
     assert not without.usable and without.gate_p > 0.01
+
+
+def test_a_new_file_leaves_the_other_candidates_decisions_nearly_as_they_were(emb, monkeypatch):
+    """Keys (record ids) fix each row's draws: 100 gsm8k rows added (before and after the others) move 3 of the
+    330 earlier candidates across the cut (mean |change of p| 0.021). The fault planted, draws from a seeded
+    permutation of the rows (as before keys): 26 moved, mean |change of p| 0.20."""
+    reference = np.vstack([emb["reference"], emb["more_reference"]])
+    candidates, extra = np.vstack([emb["same"], emb["gsm8k"][:N_FOREIGN]]), emb["gsm8k"][N_FOREIGN:N_FOREIGN + 100]
+    ref_keys = [f"reference:{i}" for i in range(len(reference))]
+    keys, new_keys = [f"old:{i}" for i in range(len(candidates))], [f"new:{i}" for i in range(len(extra))]
+
+    def moved() -> tuple[int, float]:
+        before = novelty_scores(reference, candidates, keys=ref_keys + keys)
+        after = novelty_scores(reference, np.vstack([extra[:50], candidates, extra[50:]]),
+                               keys=ref_keys + new_keys[:50] + keys + new_keys[50:])
+        p_after = after.p_value[50: 50 + len(candidates)]
+        assert before.usable and after.usable
+        flips = int((novel_mask(before.p_value) != novel_mask(p_after)).sum())
+        return flips, float(np.abs(before.p_value - p_after).mean())
+
+    flips, change = moved()
+    assert flips <= 8 and change < 0.05, (flips, change)
+    monkeypatch.setattr(novelty, "row_draws", lambda n_ref, n_cand, keys=None, seed=0: np.random.default_rng(
+        seed).permutation(n_ref + n_cand).astype(np.uint64))
+    flips, change = moved()
+    assert flips > 15 and change > 0.1, (flips, change)
