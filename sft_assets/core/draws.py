@@ -28,3 +28,14 @@ def smallest_draws(draws: np.ndarray, k: int) -> np.ndarray:
 def draw_rng(key: str, seed: int = 0) -> np.random.Generator:
     """A generator of its own per key: a row's random damage does not depend on the rows beside it."""
     return np.random.default_rng(int(key_draws([key], seed)[0]))
+
+
+def redraw(draws: np.ndarray, purpose: int) -> np.ndarray:
+    """Draws for another purpose from the same rows (splitmix64 of draw + purpose): as stable as ``draws``
+    but independent of them, so rows chosen for one purpose (e.g. held out: the smallest draws) are not
+    over-represented when choosing for another (e.g. a sample of the same rows)."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(draws, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.uint64(purpose + 1)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))

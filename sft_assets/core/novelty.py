@@ -58,7 +58,7 @@ from scipy.stats import nhypergeom
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from sft_assets.core.draws import key_draws, smallest_draws
+from sft_assets.core.draws import key_draws, redraw, smallest_draws
 
 FALSE_NOVEL_RATE = 0.05
 GATE_SIGNIFICANCE = 0.01
@@ -288,7 +288,8 @@ def novelty_scores(
     queries = np.r_[np.flatnonzero(held), n_ref + np.arange(n_cand)]
     train_rows = np.flatnonzero(~held)
     train_ref = ref[np.sort(train_rows[smallest_draws(draws[train_rows], knn_reference_rows)])]
-    knn, share = neighbour_views(train_ref, x[queries], draws[queries], knn_k, knn_reference_rows)
+    # the held-out rows are the reference's smallest draws: the pool of candidates is sampled on a redraw
+    knn, share = neighbour_views(train_ref, x[queries], redraw(draws[queries], 1), knn_k, knn_reference_rows)
     fit_predict = fit_predict or logistic_fit_predict(x, draws, C)
     prob, auc, folds = out_of_fold(labels, fit_predict, draws, k_folds)
     focus_rows = min(len(queries), max(FOCUS_MIN_ROWS, math.ceil(focus * len(queries))))
