@@ -17,8 +17,8 @@ each per-file phase). Then the held-out ``alpaca_en`` chunk is copied in and
 is under 10 % of the full run's wall time.
 
 Writes benchmarks/results/pipeline.json and prints markdown tables for the
-README. The whole corpora take about 40 minutes on a 2-core machine without
-AMX (the README's last run: 2,201 s, then 126 s incremental). A smoke run takes the
+README. The whole corpora take an hour or more on a 2-core machine without
+AMX (the last run's figures: benchmarks/results/pipeline.json). A smoke run takes the
 ``--files N`` smallest files plus ``hh_rlhf`` (the quality model cannot train
 without its pairs); with a small hold-out as well it takes about 6 minutes
 under load, mostly model loading and the quality model's training:
