@@ -28,7 +28,6 @@ from sft_assets.core.quality import (
     pairwise_accuracy,
     quality_features,
     quality_rules,
-    quality_scores,
     save_model,
     show_accuracy,
     train_harmlessness_model,

@@ -4,7 +4,6 @@ import json
 import shutil
 
 import dagster as dg
-import polars as pl
 import pytest
 
 from sft_assets.cli import sync_partitions
