@@ -188,8 +188,9 @@ def test_judge_falls_back_to_the_rules_when_the_gate_refused(tmp_path, capsys, p
 def test_a_new_corpus_file_changes_the_judges_training_rows_only_where_its_rows_enter(read_corpus):
     """Adding a file to 1,500 real alpaca_en rows: the self-supervised sample loses only the rows the new file's
     rows displace, every row still in it keeps its side of the held-out split and its other-answer and
-    shuffled negatives except beside the rows that entered, so a retrain re-embeds little. Planted fault (a
-    seeded ``DataFrame.sample``, as before): 255 of the 300 rows were replaced."""
+    shuffled negatives except beside the rows that entered, so a retrain re-embeds little. Measured: 66 rows
+    entered, all from the new file; 2 kept rows changed side. Planted fault (a seeded ``DataFrame.sample``, as
+    before): 245 of the 300 rows were replaced."""
     from sft_assets.core.quality import corruption_pairs, held_out_mask
     from sft_assets.core.quality import self_supervised_pool
 
