@@ -184,11 +184,14 @@ def logistic_fit_predict(x: np.ndarray, draws: np.ndarray, C: float = 0.1,
                          max_rows_per_label: int = MAX_TRAIN_ROWS_PER_LABEL) -> FitPredict:
     """Logistic regression on embeddings, balanced class weights (the reference is usually far smaller),
     trained on at most ``max_rows_per_label`` rows of each label of the training folds, those with the
-    smallest draws (the cost of a whole-corpora pool; every row is still scored by a model that never saw it)."""
+    smallest draws (the cost of a whole-corpora pool; every row is still scored by a model that never saw it).
+    The sample is taken on a redraw: the held-out reference rows, labelled 0 with the candidates, are the
+    reference's smallest draws and would otherwise all be trained on before any candidate."""
+    sample_draws = redraw(draws, 2)
 
     def fit_predict(train: np.ndarray, test: np.ndarray, labels: np.ndarray) -> np.ndarray:
         by_label = [train[labels[train] == label] for label in (0, 1)]
-        train = np.concatenate([rows[smallest_draws(draws[rows], max_rows_per_label)] for rows in by_label])
+        train = np.concatenate([rows[smallest_draws(sample_draws[rows], max_rows_per_label)] for rows in by_label])
         model = LogisticRegression(C=C, class_weight="balanced", max_iter=2000)
         model.fit(x[train], labels[train])
         return model.predict_proba(x[test])[:, 1]

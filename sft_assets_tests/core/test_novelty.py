@@ -228,3 +228,33 @@ def test_a_new_file_leaves_the_other_candidates_decisions_nearly_as_they_were(em
         seed).permutation(n_ref + n_cand).astype(np.uint64))
     flips, change = moved()
     assert flips > 15 and change > 0.1, (flips, change)
+
+
+def test_the_classifier_samples_candidates_without_favouring_the_held_out_rows(monkeypatch):
+    """Past ``max_rows_per_label`` rows of a label, the classifier trains on a sample; the held-out reference rows
+    (label 0, the reference's smallest draws) must enter it at their share of label 0 (here 500 of 10,500, 4.8 %;
+    measured 4.7 %), not first. The fault, the sample taken on the same draws as the held-out rows: 21 %."""
+    fitted_rows = []
+
+    class Recorder:
+        def __init__(self, **kwargs):
+            pass
+
+        def fit(self, x, y):
+            fitted_rows.append(x[:, 0][y == 0].astype(int))
+            return self
+
+        def predict_proba(self, x):
+            return np.full((len(x), 2), 0.5)
+
+    monkeypatch.setattr(novelty, "LogisticRegression", Recorder)
+    n_ref, n_cand = 2_500, 10_000
+    draws = row_draws(n_ref, n_cand)
+    held = np.flatnonzero(holdout_mask(draws[:n_ref]))
+    labels = np.r_[np.ones(n_ref, np.int8), np.zeros(n_cand, np.int8)]
+    labels[held] = 0
+    x = np.arange(n_ref + n_cand, dtype=np.float64)[:, None]
+    fit_predict = novelty.logistic_fit_predict(x, draws, max_rows_per_label=1_000)
+    fit_predict(np.arange(n_ref + n_cand), np.arange(1), labels)
+    share = np.isin(fitted_rows[0], held).mean()
+    assert len(held) == 500 and 0.03 < share < 0.07, share
