@@ -223,9 +223,9 @@ def self_supervised_pool(raw_records: pl.DataFrame, rows: int, seed: int) -> pl.
     record ids draw smallest, so a new corpus file changes only the rows it displaces and the judge's
     retraining re-embeds only those (the rest come from the text cache)."""
     sft = raw_records.filter((pl.col("kind") == "sft") & (pl.col("history").list.len().fill_null(0) == 0))
-    sft = sft.unique("record_id", keep="first").sort("record_id")
+    sft = sft.unique("record_id", keep="first")
     sft = sft.filter(quality_rules(sft).list.len() == 0)
-    sft = sft[smallest_draws(key_draws(sft["record_id"], seed), rows)]
+    sft = sft[smallest_draws(key_draws(sft["record_id"], seed), rows)]  # in draw order, whatever the input order
     return sft.select(prompt=user_prompt(pl.col("instruction"), pl.col("input")), answer=pl.col("output").fill_null(""))
 
 
