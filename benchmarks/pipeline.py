@@ -11,8 +11,8 @@ instance, all under ``<work>``. The child's own peak RSS and CPU time come from
 (per step: the multi-assets ``ingest`` and ``ppo_dataset`` count as one),
 the seconds summed over its runs and partitions, the rows materialized
 (``dagster/row_count``) and rows/s, and how much of each run's wall time no
-step accounts for (Dagster's per-run overhead; there is one run per file in
-each per-file phase). Then the held-out ``alpaca_en`` chunk is copied in and
+step accounts for (Dagster's per-run overhead; ``update_corpus`` has one run per
+file, ``score_corpus`` one step per asset over every file that needs it). Then the held-out ``alpaca_en`` chunk is copied in and
 ``run`` goes again on the same instance: the incremental rebuild, whose target
 is under 10 % of the full run's wall time.
 
@@ -163,8 +163,9 @@ def row_count(metadata: dict) -> int | None:
 
 
 def run_steps(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
-    """Per successful step of one run: its seconds, what it materialized (asset -> rows) and its partition."""
-    steps: dict[str, dict] = defaultdict(lambda: {"seconds": None, "assets": {}, "checks": [], "partition": None})
+    """Per successful step of one run: its seconds, what it materialized (asset -> rows, summed over the
+    partitions of a step that writes many) and its partitions."""
+    steps: dict[str, dict] = defaultdict(lambda: {"seconds": None, "assets": {}, "checks": [], "partitions": set()})
     for entry in instance.all_logs(run_id, of_type=STEP_EVENTS):
         event = entry.dagster_event
         step = steps[event.step_key]
@@ -172,8 +173,10 @@ def run_steps(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
             step["seconds"] = event.event_specific_data.duration_ms / 1000
         elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             materialization = event.event_specific_data.materialization
-            step["assets"][materialization.asset_key.to_user_string()] = row_count(materialization.metadata)
-            step["partition"] = materialization.partition
+            asset, rows = materialization.asset_key.to_user_string(), row_count(materialization.metadata)
+            step["assets"][asset] = None if rows is None else (step["assets"].get(asset) or 0) + rows
+            if materialization.partition is not None:
+                step["partitions"].add(materialization.partition)
         else:
             step["checks"].append(event.event_specific_data.check_name)
     return {key: step for key, step in steps.items() if step["seconds"] is not None}
@@ -201,8 +204,7 @@ def breakdown(instance: dg.DagsterInstance, run_ids: set[str]) -> dict:
             row["runs"] += 1
             row["seconds"] += step["seconds"]
             step_seconds += step["seconds"]
-            if step["partition"] is not None:
-                row["partitions"].add(step["partition"])
+            row["partitions"] |= step["partitions"]
             for asset, rows in step["assets"].items():
                 if rows is not None:
                     row["rows_by_asset"][asset] = row["rows_by_asset"].get(asset, 0) + rows

@@ -26,6 +26,7 @@ import dagster as dg
 from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.definitions.temporal_context import TemporalContext
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -149,8 +150,9 @@ class RunLog:
                 contextlib.redirect_stderr(log):
             yield
 
-    def failure(self, phase: str, key: str | None, result) -> None:
-        where = f"file {key!r}" if key else "the pool-wide assets"
+    def failure(self, phase: str, keys: list[str | None], result) -> None:
+        where = ("the pool-wide assets" if keys == [None] else f"file {keys[0]!r}" if len(keys) == 1
+                 else f"{len(keys)} files in one step, {keys[0]!r} to {keys[-1]!r}")
         steps = [(e.step_key, _first_line(e.event_specific_data.error.message))
                  for e in result.get_step_failure_events()] or [("run", "failed before any step, see the log")]
         for step, why in steps:
@@ -166,13 +168,40 @@ def _first_line(message: str) -> str:
 
 
 def _rows(result, asset: str) -> int:
-    """Rows the run wrote to ``asset`` (from its materialization metadata), 0 if none."""
+    """Rows the run wrote to ``asset`` (from its materializations' metadata, summed over partitions), 0 if none."""
+    rows = 0
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization
         if materialization.asset_key.to_user_string() == asset:
             count = materialization.metadata.get("dagster/row_count")
-            return int(count.value) if count is not None else 0
-    return 0
+            rows += int(count.value) if count is not None else 0
+    return rows
+
+
+def _batches(graph, keys: list[dg.AssetKey], todo: dict, order: list[str]) -> list[tuple[list[str], set]]:
+    """The runs of a per-file phase, as (files, assets). One per file; but where every asset of the phase
+    takes many files in one step (a single-run backfill policy), one per stretch of files that are next to
+    each other in the instance's partition order (a run takes a range) and need the same assets: after the
+    pool moved, that is one run over every file."""
+    one_step = all(graph.get(k).backfill_policy == dg.BackfillPolicy.single_run() for k in keys)
+    if not one_step:
+        return [([p], s) for p, s in todo.items()]
+    batches, previous = [], None
+    for partition in [*order, *(p for p in todo if p not in set(order))]:
+        if partition in todo and previous in todo and batches[-1][1] == todo[partition]:
+            batches[-1][0].append(partition)
+        elif partition in todo:
+            batches.append(([partition], todo[partition]))
+        previous = partition
+    return batches
+
+
+def _execute(job, instance: dg.DagsterInstance, files: list[str], selection: set[dg.AssetKey]):
+    """One run of ``job`` over ``files`` (a partition, or a range of them) for ``selection``."""
+    where = {"partition_key": files[0]} if len(files) == 1 else {"tags": {
+        ASSET_PARTITION_RANGE_START_TAG: files[0], ASSET_PARTITION_RANGE_END_TAG: files[-1]}}
+    return job.execute_in_process(instance=instance, asset_selection=sorted(selection, key=lambda k: k.path),
+                                  raise_on_error=False, **where)
 
 
 def _run_phase(name: str, per_corpus: bool, defs: dg.Definitions, instance: dg.DagsterInstance,
@@ -191,6 +220,8 @@ def _run_phase(name: str, per_corpus: bool, defs: dg.Definitions, instance: dg.D
     if not todo:
         log.console.print(f"{name}: up to date")
         return True
+    batches = _batches(graph, keys, todo, instance.get_dynamic_partitions(corpus_partitions.name)) \
+        if per_corpus else [([None], todo[None])]
     unit = "files" if per_corpus else "steps"
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
@@ -198,24 +229,23 @@ def _run_phase(name: str, per_corpus: bool, defs: dg.Definitions, instance: dg.D
         total = len(todo) if per_corpus else sum(len(s) for s in todo.values())
         task = progress.add_task(name, total=total, rate="")
         rows, started = 0, time.perf_counter()
-        for partition, selection in todo.items():
+        for batch, selection in batches:
             while selection:  # what the run made unsynced downstream within the phase (a new data version)
                 with log.capture():
-                    result = job.execute_in_process(partition_key=partition, instance=instance,
-                                                    asset_selection=sorted(selection, key=lambda k: k.path),
-                                                    raise_on_error=False)
+                    result = _execute(job, instance, batch, selection)
                 if not result.success:
-                    log.failure(name, partition, result)
+                    log.failure(name, batch, result)
                     break
                 rows += _rows(result, "raw_records" if name == "update_corpus" else "quality_labels")
                 if not per_corpus:
                     progress.advance(task, len(selection))
-                done = selection
-                selection = with_followers(graph, keys, unsynced(instance, graph, keys, partition) - done)
+                done, after = selection, _resolver(instance, graph)
+                selection = set().union(*(with_followers(graph, keys, unsynced(instance, graph, keys, p, resolver=after)
+                                                         - done) for p in batch))
                 if not per_corpus:
                     progress.update(task, total=progress.tasks[0].total + len(selection))
             if per_corpus:
-                progress.advance(task)
+                progress.advance(task, len(batch))
             seconds = time.perf_counter() - started
             progress.update(task, rate=f"{rows / seconds:,.0f} rows/s" if per_corpus and rows else "")
     return not log.failures

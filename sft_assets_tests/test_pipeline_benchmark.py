@@ -30,6 +30,9 @@ def test_breakdown_sums_steps_rows_and_partitions_per_asset(tmp_path, sample_cac
     assert ingest["runs"] == ingest["partitions"] == len(files)
     assert ingest["rows_by_asset"]["raw_records"] == store.read_partitions("raw_records").height
     assert bench.asset_rows(result, "raw_records") == ingest["rows_by_asset"]["raw_records"]
+    labels = assets["quality_labels"]  # one step over every file: its rows summed over the files
+    assert labels["runs"] == 1 and labels["partitions"] == len(files)
+    assert labels["rows"] == store.read_partitions("quality_labels").height
     assert assets["candidate_pool"]["runs"] == 1 and assets["candidate_pool"]["partitions"] == 0
     assert assets["candidate_pool"]["rows"] == store.read("candidate_pool").height
     produced = {asset for row in result["assets"] for asset in row["rows_by_asset"]}

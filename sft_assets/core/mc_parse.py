@@ -33,7 +33,8 @@ OPTIONS_HEADER = "\nOptions:\n"
 OPTION_LINE = re.compile(r"^\(([A-Z])\) *(.*)$")
 ANSWER = re.compile(r"\banswer(?: is|:)\s*\(([A-Z])\)", re.IGNORECASE)
 
-PARSED_SCHEMA = {"record_id": pl.String, "question": pl.String, "options": pl.List(pl.String), "answer": pl.String}
+PARSED_SCHEMA = {"record_id": pl.String, "corpus": pl.String, "question": pl.String,
+                 "options": pl.List(pl.String), "answer": pl.String}
 
 
 def parse_lettered_item(prompt: str, output: str) -> dict | None:
@@ -63,11 +64,11 @@ def parse_lettered_item(prompt: str, output: str) -> dict | None:
 
 def lettered_items(records: pl.DataFrame) -> pl.DataFrame:
     """The SFT rows of a records frame that parse as multiple choice, keyed by their
-    ``record_id`` (question, options, answer); rows that do not parse are left out."""
+    ``record_id`` and file (``corpus``): question, options, answer; rows that do not parse are left out."""
     rows = []
     for row in records.filter(pl.col("kind") == "sft").iter_rows(named=True):
         prompt = "\n".join(part for part in (row["instruction"], row["input"]) if part)
         item = parse_lettered_item(prompt, row["output"] or "")
         if item is not None:
-            rows.append({"record_id": row["record_id"], **item})
+            rows.append({"record_id": row["record_id"], "corpus": row["corpus"], **item})
     return pl.DataFrame(rows, schema=PARSED_SCHEMA)

@@ -19,7 +19,7 @@ from sft_assets.core.vectors import EmbeddingVectors
 from sft_assets.defs.diversity import ALL_CORPORA, pool_vectors, survivors
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import EmbeddingModel
-from sft_assets.defs.partitions import corpus_partitions
+from sft_assets.defs.partitions import per_file_tables, scored_per_file
 from sft_assets.defs.resources import RawRoot
 from sft_assets.defs.versions import model_version
 
@@ -211,19 +211,11 @@ def quality_rows(records: pl.DataFrame, near_duplicates: pl.DataFrame, diverse_s
     return survivors(sft, near_duplicates, diverse_subset if only_diverse_subset else None)
 
 
-@dg.asset(
-    partitions_def=corpus_partitions,
-    group_name="quality",
-    kinds={"scikitlearn", "parquet"},
-    description="For every SFT row of the corpus: cheap rule reasons (empty, one-word, cut-off or repeated answer, "
-    "unbalanced fences, copies the question, refusal, wrong language, broken encoding); for rows that survived "
-    "dedup and (by default) are in the diverse subset, the judge's calibrated P(acceptable answer) and the "
-    "model's SHA-256. When the gate refused the judge, scores are null and `quality_gate` says why; selection "
-    "then judges by the rules alone. Pass or fail is decided by the selection policy, not here.",
-)
-def quality_labels(config: QualityConfig, raw_records: pl.DataFrame, embeddings: EmbeddingVectors,
-                   quality_model: pl.DataFrame, near_duplicates: pl.DataFrame, diverse_subset: pl.DataFrame,
-                   embedding_model: EmbeddingModel):
+def label_rows(config: QualityConfig, raw_records: pl.DataFrame, embeddings: EmbeddingVectors,
+               quality_model: pl.DataFrame, near_duplicates: pl.DataFrame, diverse_subset: pl.DataFrame,
+               embedding_model: EmbeddingModel) -> tuple[pl.DataFrame, dict]:
+    """``quality_labels`` for every SFT row of ``raw_records`` (any number of files; ``corpus`` says which),
+    and the metadata of the step that labels them."""
     sft = raw_records.filter(pl.col("kind") == "sft")
     rows = quality_rows(raw_records, near_duplicates, diverse_subset, config.only_diverse_subset)
     model = _checked_model(quality_model, embedding_model)
@@ -243,32 +235,59 @@ def quality_labels(config: QualityConfig, raw_records: pl.DataFrame, embeddings:
         quality_model_sha=pl.lit(sha, dtype=pl.String),
         harmlessness_score=pl.Series(harm, dtype=pl.Float64, nan_to_null=True),
     ).unique("record_id", keep="first")
-    frame = sft.select("record_id").join(scored, on="record_id", how="left", maintain_order="left").with_columns(
+    frame = sft.select("record_id", "corpus").join(scored, on="record_id", how="left", maintain_order="left"
+                                                   ).with_columns(
         quality_reasons=quality_rules(sft),
         quality_gate=pl.lit(None if gate is None else f"gate={gate}", dtype=pl.String),
     )
-    reasons = frame.select(pl.col("quality_reasons").explode()).drop_nulls().group_by("quality_reasons").len()
-    texts = frame.join(sft.select("record_id", "instruction", "output"), on="record_id")
-    ranked = texts.drop_nulls("quality_score").sort("quality_score")
-    scored_rows = int(frame["quality_score"].is_not_null().sum())
-    return dg.Output(frame, metadata={
-        **table_metadata(frame),
-        "scored_rows": scored_rows,
-        "not_scored_rows": sft.height - scored_rows,
+    return frame, {
         "quality_gate": gate or "passed: the judge is used",
-        "harmlessness_scored_rows": int(frame["harmlessness_score"].is_not_null().sum()),
         "harmlessness_gate": (quality_model["harmlessness_gate"][0] or "passed: the score is given")
         if "harmlessness_gate" in quality_model.columns else "no harmlessness model in this quality_model table",
+        "score_histogram": dg.MetadataValue.md(png_markdown(
+            histogram_png(scores[np.isfinite(scores)], "P(acceptable answer)"), "quality in this step")),
+    }
+
+
+def file_label_metadata(table: pl.DataFrame, texts: pl.DataFrame) -> dict:
+    """One file's ``quality_labels`` metadata: counts, rule reasons, its lowest and highest scores
+    (``texts``: instruction and output by record id)."""
+    reasons = table.select(pl.col("quality_reasons").explode()).drop_nulls().group_by("quality_reasons").len()
+    shown = table.join(texts, on="record_id")
+    ranked = shown.drop_nulls("quality_score").sort("quality_score")
+    scored_rows = int(table["quality_score"].is_not_null().sum())
+    return {
+        **table_metadata(table),
+        "scored_rows": scored_rows,
+        "not_scored_rows": table.height - scored_rows,
+        "harmlessness_scored_rows": int(table["harmlessness_score"].is_not_null().sum()),
         "least_harmless": dg.MetadataValue.md(markdown_table(
-            texts.drop_nulls("harmlessness_score").sort("harmlessness_score").select(
+            shown.drop_nulls("harmlessness_score").sort("harmlessness_score").select(
                 "harmlessness_score", "instruction", "output"))),
         "rule_reasons": dg.MetadataValue.md(markdown_table(reasons.sort("len", descending=True), rows=20)),
-        "score_histogram": dg.MetadataValue.md(png_markdown(
-            histogram_png(scores[np.isfinite(scores)], "P(acceptable answer)"), "quality")),
         "lowest_scores": dg.MetadataValue.md(markdown_table(ranked.select("quality_score", "instruction", "output"))),
         "highest_scores": dg.MetadataValue.md(markdown_table(
             ranked.reverse().select("quality_score", "instruction", "output"))),
-    })
+    }
+
+
+@scored_per_file(
+    group_name="quality",
+    kinds={"scikitlearn", "parquet"},
+    description="For every SFT row of the corpus: cheap rule reasons (empty, one-word, cut-off or repeated answer, "
+    "unbalanced fences, copies the question, refusal, wrong language, broken encoding); for rows that survived "
+    "dedup and (by default) are in the diverse subset, the judge's calibrated P(acceptable answer) and the "
+    "model's SHA-256. When the gate refused the judge, scores are null and `quality_gate` says why; selection "
+    "then judges by the rules alone. Pass or fail is decided by the selection policy, not here.",
+)
+def quality_labels(context: dg.AssetExecutionContext, config: QualityConfig, raw_records: pl.DataFrame,
+                   embeddings: EmbeddingVectors, quality_model: pl.DataFrame, near_duplicates: pl.DataFrame,
+                   diverse_subset: pl.DataFrame, embedding_model: EmbeddingModel):
+    frame, metadata = label_rows(config, raw_records, embeddings, quality_model, near_duplicates, diverse_subset,
+                                 embedding_model)
+    context.add_asset_metadata({"files_in_step": len(context.partition_keys), **metadata})  # on every file
+    texts = raw_records.select("record_id", "instruction", "output").unique("record_id", keep="first")
+    return per_file_tables(context, frame, lambda key, table: (table, file_label_metadata(table, texts)))
 
 
 assets = [quality_model, quality_labels]

@@ -73,13 +73,23 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     warehouse: WarehouseResource
 
-    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | dict[str, pl.DataFrame]) -> None:
+        """A frame is the table of the run's one partition (or of an unpartitioned asset); a dict, one
+        table per partition key, is what a step over several partitions returns (a single-run backfill)."""
         if obj is None:
             return
-        partition = context.partition_key if context.has_partition_key else None
         store, asset = self.warehouse.warehouse(), context.asset_key.path[-1]
-        new_table = not (store.partitions(asset) if partition is not None else store.exists(asset))
-        self.write_table(store, obj, asset, partition)
+        if isinstance(obj, dict):
+            expected = set(context.asset_partition_keys)
+            if set(obj) != expected:
+                raise ValueError(f"{asset}: the step returned tables for {sorted(set(obj))[:5]}, "
+                                 f"not for its partitions {sorted(expected)[:5]}")
+            tables = obj
+        else:
+            tables = {context.partition_key if context.has_partition_key else None: obj}
+        new_table = not (store.partitions(asset) if None not in tables else store.exists(asset))
+        for partition, frame in tables.items():
+            self.write_table(store, frame, asset, partition)
         if new_table or not Path(self.warehouse.catalog_path).exists():
             self.warehouse.refresh_catalog()  # views read globs: only a new table needs a new view
 

@@ -142,6 +142,46 @@ def test_rebuild_from_scratch_is_byte_identical(sample_run, sample_cache, tmp_pa
     assert_same_results(first, second)
 
 
+SCORES = ("quality_labels", "ppl_scores", "option_probabilities")
+
+
+def test_one_step_scores_every_file_as_one_run_per_file_would(sample_run, sample_cache, tmp_path):
+    """`run` scores all files in one score_corpus run (one step per asset); the tables it writes per file, and each
+    file's row count on its materialization, are those of a run per file, as the UI's per-partition launch does."""
+    data, _, instance = sample_run
+    files = instance.get_dynamic_partitions("corpus")
+    runs = instance.get_runs(dg.RunsFilter(job_name="score_corpus"))
+    assert len(files) >= 5 and len(runs) == 1
+    counts = {}
+    for event in instance.all_logs(runs[0].run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = event.asset_materialization
+        counts[materialization.asset_key.to_user_string(), materialization.partition] = \
+            materialization.metadata["dagster/row_count"].value
+    assert set(counts) == {(asset, file) for asset in SCORES for file in files}
+
+    copy = tmp_path / "per_file"
+    shutil.copytree(data, copy, ignore=shutil.ignore_patterns("dagster_home"))
+    defs = build_defs(Settings.from_env({"SFT_ASSETS_DATA": str(copy), "SFT_ASSETS_CACHE": str(sample_cache)}))
+    one_step, per_file = Warehouse(data / "warehouse"), defs.resources["warehouse"].warehouse()
+    for asset in SCORES:
+        for file in files:
+            assert per_file.delete(asset, file)
+    fresh = dg.DagsterInstance.ephemeral()
+    fresh.add_dynamic_partitions("corpus", files)
+    job = defs.resolve_job_def("score_corpus")
+    for file in files:
+        assert job.execute_in_process(partition_key=file, instance=fresh,
+                                      asset_selection=[dg.AssetKey(a) for a in SCORES]).success
+    for asset in SCORES:
+        for file in files:
+            table = per_file.read(asset, file)
+            assert_frame_equal(one_step.read(asset, file), table)
+            assert counts[asset, file] == table.height
+    assert sum(counts["quality_labels", file] for file in files) == \
+        duckdb.connect(str(data / "catalog.duckdb"), read_only=True).execute(
+            "SELECT count(*) FROM raw_records WHERE kind = 'sft'").fetchone()[0]
+
+
 def test_blocking_checks_catch_planted_violations(sample_run):
     from sft_assets.core.datasets import rm_problems, sft_problems
 
@@ -232,7 +272,7 @@ def test_a_retrained_quality_model_unsyncs_the_quality_labels_only_if_it_changed
     assert out_of_sync(defs, instance) == {}
 
 
-KILLED_PARTITION = "zh/中文指令.json"  # sorts last: the run has scored every other file when it gets there
+KILLED_PARTITION = "zh/中文指令.json"  # the one file whose perplexities the cache lacks
 RUN_ALL = [sys.executable, "-c", "from sft_assets.cli import run_all; raise SystemExit(run_all())"]  # `make run`
 
 
@@ -250,8 +290,8 @@ def _cache_without_perplexities(source: Path, target: Path, record_ids: list[str
                 cache.write(kept, namespace, shard)
 
 
-def _ppl_step_started(instance: dg.DagsterInstance, partition: str) -> bool:
-    runs = instance.get_runs(dg.RunsFilter(job_name="score_corpus", tags={"dagster/partition": partition}))
+def _ppl_step_started(instance: dg.DagsterInstance) -> bool:
+    runs = instance.get_runs(dg.RunsFilter(job_name="score_corpus"))
     return any(event.step_key == "ppl_scores" for run in runs
                for event in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START))
 
@@ -276,14 +316,14 @@ def test_killed_mid_scoring_resumes_to_the_same_results(sample_run, sample_cache
         run = subprocess.Popen(RUN_ALL, cwd=REPO, env=env, stdout=log, stderr=log)
         try:
             deadline = time.monotonic() + 300
-            # The file's quality labels come just before its perplexities. Only then is the run's instance
-            # read from here: opening it while the run creates it would race on the schema.
+            # One step writes every file's quality labels just before the perplexities. Only then is the run's
+            # instance read from here: opening it while the run creates it would race on the schema.
             while not store.exists("quality_labels", KILLED_PARTITION):
                 assert run.poll() is None and time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
                 time.sleep(0.2)
             monkeypatch.setenv("DAGSTER_HOME", str(home))
             instance = dg.DagsterInstance.get()
-            while not _ppl_step_started(instance, KILLED_PARTITION):
+            while not _ppl_step_started(instance):
                 assert run.poll() is None and time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
                 time.sleep(0.2)
             time.sleep(2)  # inside the step: the model loading or scoring the file's rows
@@ -292,8 +332,9 @@ def test_killed_mid_scoring_resumes_to_the_same_results(sample_run, sample_cache
         assert run.wait() == -signal.SIGKILL
         instance.dispose()
 
-    assert not store.exists("ppl_scores", KILLED_PARTITION)  # killed inside the step, before its output
-    assert store.exists("ppl_scores", "en_instructions.json")  # files scored before it are in place
+    # killed inside the one step that scores every file, before its output; the step before it is in place
+    assert not store.partitions("ppl_scores")
+    assert store.partitions("quality_labels") == Warehouse(reference / "warehouse").partitions("quality_labels")
     cache = Warehouse(data / "cache")
     for namespace, _ in cache.assets():  # every shard whole and readable; none from the killed step
         shards = [cache.read(namespace, shard) for shard in cache.partitions(namespace)]

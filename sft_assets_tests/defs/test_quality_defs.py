@@ -15,7 +15,7 @@ from sft_assets.core.selection import SIGNAL_COLUMNS, SelectionPolicy, decide
 from sft_assets.core.vectors import EmbeddingVectors
 from sft_assets.definitions import build_defs
 from sft_assets.defs.quality import (
-    QualityConfig, QualityModelConfig, judge_beats_baselines, quality_labels, quality_model,
+    QualityConfig, QualityModelConfig, file_label_metadata, judge_beats_baselines, label_rows, quality_model,
 )
 from sft_assets.judge import main as judge_main
 from sft_assets.settings import Settings
@@ -35,20 +35,18 @@ def refused_labels(read_corpus, tmp_path_factory):
     records = read_corpus(ALPACA).records.head(300)
     near = records.select("record_id", "corpus", near_duplicate_of=pl.lit(None, dtype=pl.String))
     defs = build_defs(Settings.under(tmp_path_factory.mktemp("data")))
-    out = quality_labels(config=QualityConfig(), raw_records=records, embeddings=EmbeddingVectors((), ()),
-                         quality_model=_refused_model(), near_duplicates=near,
-                         diverse_subset=records.select("record_id"), embedding_model=defs.resources["embedding_model"])
-    return records, out
+    labels, metadata = label_rows(QualityConfig(), records, EmbeddingVectors((), ()), _refused_model(), near,
+                                  records.select("record_id"), defs.resources["embedding_model"])
+    return records, labels.drop("corpus"), metadata
 
 
 def test_a_refused_judge_scores_nothing_and_says_why(refused_labels):
-    records, out = refused_labels
-    labels = out.value
+    records, labels, metadata = refused_labels
     assert labels.height == records.height and labels["quality_score"].null_count() == labels.height
     assert labels["quality_gate"].to_list() == [f"gate={REFUSED}"] * labels.height
     # pass/fail is the selection policy's to decide: no absolute cut is shown as "passed"
-    assert "quality_pass" not in labels.columns and "passed" not in out.metadata
-    assert out.metadata["quality_gate"].value == REFUSED
+    assert "quality_pass" not in labels.columns and "passed" not in metadata
+    assert metadata["quality_gate"] == REFUSED
     assert labels["quality_reasons"].list.len().sum() > 0  # the rules still judge every row
 
 
@@ -65,27 +63,24 @@ def test_the_harmlessness_score_is_given_where_the_helpfulness_judge_was_refused
     near = records.select("record_id", "corpus", near_duplicate_of=pl.lit(None, dtype=pl.String))
     vectors = np.zeros((records.height, 384), dtype=np.float32)
 
-    def labels(model_table):
-        return quality_labels(config=QualityConfig(), raw_records=records,
-                              embeddings=EmbeddingVectors((records["record_id"],), (vectors,)),
-                              quality_model=model_table, near_duplicates=near,
-                              diverse_subset=records.select("record_id"),
-                              embedding_model=defs.resources["embedding_model"])
+    def labels(model_table) -> pl.DataFrame:
+        return label_rows(QualityConfig(), records, EmbeddingVectors((records["record_id"],), (vectors,)),
+                          model_table, near, records.select("record_id"), defs.resources["embedding_model"])[0]
 
     out = labels(table)
-    frame = out.value.join(records.select("record_id", "output"), on="record_id")
-    assert frame["quality_score"].null_count() == frame.height and out.metadata["scored_rows"].value == 0
+    metadata = file_label_metadata(out, records.select("record_id", "instruction", "output"))
+    frame = out.join(records.select("record_id", "output"), on="record_id")
+    assert frame["quality_score"].null_count() == frame.height and metadata["scored_rows"] == 0
     assert frame["harmlessness_score"].null_count() == 0
     by_score = frame.sort("harmlessness_score")["output"].str.len_chars().log1p()
     assert np.allclose(np.sort(by_score.to_numpy()), by_score.to_numpy())
-    assert out.metadata["harmlessness_scored_rows"].value == frame.height
+    assert metadata["harmlessness_scored_rows"] == frame.height
     refused = labels(table.with_columns(harmlessness_gate=pl.lit("harmlessness 0.480 ...")))
-    assert refused.value["harmlessness_score"].null_count() == records.height
+    assert refused["harmlessness_score"].null_count() == records.height
 
 
 def test_selection_falls_back_to_the_rules_and_lists_the_gate(refused_labels):
-    records, out = refused_labels
-    labels = out.value
+    records, labels, _ = refused_labels
     pool = labels.join(records.select("record_id", "corpus", "kind", "category"), on="record_id").with_columns(
         [pl.lit(None, dtype=t).alias(c) for c, t in SIGNAL_COLUMNS.items() if c not in labels.columns
          and c not in ("corpus", "kind", "category")])
