@@ -12,6 +12,8 @@ chosen and the gate's decision; the same figures for each view alone. Also:
 - focus: the focused view's classifier trained on every candidate (focus 1.0: the plain classifier) against
   smaller shares of the candidates least like the reference by kNN (``core.novelty.FOCUS``), at 1 % and 5 %;
 - null: candidates are same-distribution only (the gate must refuse);
+- draw seeds: the 1 % and 5 % cases and the null case under several draws of the held-out rows (``--seeds``),
+  for the default share of the reference held out and for others (``--holdout-fractions``);
 - reverse mode: alpaca_en rows planted at 5 % among the foreign rows: ranked first by most_like_reference;
 - cost: 100,000 x 384 candidate vectors (real vectors plus small noise) against references of 500, 5,000
   and 20,000 rows.
@@ -28,6 +30,7 @@ import argparse
 import hashlib
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -40,8 +43,8 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from sft_assets.core.cache import RowCache, namespace_for  # noqa: E402
 from sft_assets.core.embed import load_sentence_model  # noqa: E402
 from sft_assets.core.embedding_cache import embed_with_cache  # noqa: E402
-from sft_assets.core.novelty import (FALSE_NOVEL_RATE, FOCUS, conformal_p, most_like_reference,  # noqa: E402
-                                     novelty_scores)
+from sft_assets.core.novelty import (FALSE_NOVEL_RATE, FOCUS, HOLDOUT_FRACTION, conformal_p,  # noqa: E402
+                                     most_like_reference, novelty_scores)
 from sft_assets.core.readers import read_file  # noqa: E402
 from sft_assets.core.records import detect_lang, embedding_texts  # noqa: E402
 
@@ -210,21 +213,56 @@ def focus_sweep(emb: dict[str, np.ndarray], focuses=(1.0, 0.25, FOCUS, 0.05)) ->
     return out
 
 
+def over_draw_seeds(emb: dict[str, np.ndarray], seeds: int, holdout_fraction: float = HOLDOUT_FRACTION) -> dict:
+    """The 1 % and 5 % cases and the null case under ``seeds`` draws of the held-out rows, folds and samples
+    (``novelty_scores(seed=)``): a figure at the edge of what the held-out rows can prove lands on either side
+    by the draw, and one draw says nothing about how often. ``holdout_fraction``: the share of the reference
+    held out (more held-out rows make the far-tail test stronger and leave the views fewer rows to learn from)."""
+    reference, same = emb["alpaca_en"][:N_REFERENCE], emb["alpaca_en"][N_REFERENCE:]
+    cases = {f"{name}@{share:.0%}": (name, share) for name in FOREIGN for share in SHARES[:2]} | {"null": (None, 0)}
+    out = {}
+    for label, (name, share) in cases.items():
+        n = round(N_SAME * share / (1 - share))
+        candidates = same if name is None else np.vstack([same, emb[name][:n]])
+        is_foreign = np.r_[np.zeros(N_SAME, bool), np.ones(n, bool)]
+        runs = []
+        for seed in range(seeds):
+            result = novelty_scores(reference, candidates, seed=seed, holdout_fraction=holdout_fraction)
+            novel = called_novel(result.score, result.holdout_score)
+            runs.append({"gate_usable": result.usable, "gate_p": float(f"{result.gate_p:.3g}"), "view": result.view,
+                         "foreign_called_novel": round(float(novel[is_foreign].mean()), 3) if n else None,
+                         "same_called_novel": round(float(novel[~is_foreign].mean()), 3)})
+        recalls = [r["foreign_called_novel"] for r in runs if r["foreign_called_novel"] is not None]
+        out[label] = {"gate_on": sum(r["gate_usable"] for r in runs), "seeds": seeds,
+                      "foreign_called_novel_min": min(recalls) if recalls else None,
+                      "same_called_novel_max": max(r["same_called_novel"] for r in runs), "runs": runs}
+        print(f"  {label:15s} held out {holdout_fraction:g}: gate on in {out[label]['gate_on']} of {seeds} draws: "
+              f"{[r['gate_p'] for r in runs]}", flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/sft_assets_novelty_bench"))
     parser.add_argument("--out", type=Path, default=HERE / "results" / "novelty.json")
+    parser.add_argument("--seeds", type=int, default=5, help="draws of the held-out rows for the 1 %%, 5 %% and "
+                        "null cases (over_draw_seeds)")
+    parser.add_argument("--holdout-fractions", type=float, nargs="+", default=[HOLDOUT_FRACTION, 0.5],
+                        help="shares of the reference held out, each measured over the draws (the first: the default)")
     args = parser.parse_args()
     print("embeddings", flush=True)
     emb = embeddings(args.scratch)
     print("planted foreign rows", flush=True)
     rows, plotted = planted(emb)
     results = {
+        "command": " ".join(["python benchmarks/novelty.py", *sys.argv[1:]]),
         "setup": {"reference": f"{N_REFERENCE} alpaca_en rows", "same_distribution": f"{N_SAME} alpaca_en rows",
                   "focus": FOCUS, "false_novel_rate": FALSE_NOVEL_RATE, "embedding": MODEL_ID},
         "planted": rows,
         "focus": focus_sweep(emb),
         "null": null_case(emb),
+        "draw_seeds": {f"holdout_fraction={fraction:g}": over_draw_seeds(emb, args.seeds, fraction)
+                       for fraction in args.holdout_fractions},
         "reverse": reverse_mode(emb),
         "cost": cost(emb),
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
