@@ -153,11 +153,19 @@ class RunLog:
     def failure(self, phase: str, keys: list[str | None], result) -> None:
         where = ("the pool-wide assets" if keys == [None] else f"file {keys[0]!r}" if len(keys) == 1
                  else f"{len(keys)} files in one step, {keys[0]!r} to {keys[-1]!r}")
-        steps = [(e.step_key, _first_line(e.event_specific_data.error.message))
+        steps = [(e.step_key, _first_line(_raised(e.event_specific_data.error).message))
                  for e in result.get_step_failure_events()] or [("run", "failed before any step, see the log")]
         for step, why in steps:
             self.failures.append(f"{phase}: {where}, step {step}: {why}")
             self.console.print(f"[red]FAILED[/red] {self.failures[-1]}")
+
+
+def _raised(error):
+    """The error the step's own code raised, under the Dagster error that wraps it (whose first line only
+    says that an op failed)."""
+    while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
+        error = error.cause
+    return error
 
 
 def _first_line(message: str) -> str:

@@ -64,13 +64,19 @@ def cached_scores(rows: pl.DataFrame, cache, schema: dict, score, chunk_rows: in
                   ) -> tuple[pl.DataFrame, pl.Series]:
     """Scores for ``rows`` (``record_id``, ``corpus``, what ``score`` reads) from the cache, computing only the
     missing ids, each chunk cached as soon as it is scored. Returns the scores with ``corpus``, and the ids
-    computed."""
+    computed. A chunk that fails names its files: the step scores many, and the person must know which."""
     hit = cache.get(rows["record_id"]) if rows.height else None
     missing = rows if hit is None else rows.join(hit.select("record_id"), on="record_id", how="anti")
     missing = missing.unique("record_id", keep="first", maintain_order=True)  # the same text in two files
     fresh = []
     for start in range(0, missing.height, chunk_rows):
-        fresh.append(score(missing.slice(start, chunk_rows)))
+        chunk = missing.slice(start, chunk_rows)
+        try:
+            fresh.append(score(chunk))
+        except Exception as exc:
+            files = chunk["corpus"].unique(maintain_order=True).to_list()
+            raise RuntimeError(f"scoring {chunk.height} rows of {', '.join(files[:3])}"
+                               f"{f' and {len(files) - 3} more files' if len(files) > 3 else ''}: {exc}") from exc
         cache.put(fresh[-1])
     parts = [f for f in (hit, *fresh) if f is not None and f.height]
     frame = pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame(schema=schema)

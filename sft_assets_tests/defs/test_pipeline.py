@@ -276,14 +276,15 @@ KILLED_PARTITION = "zh/中文指令.json"  # the one file whose perplexities the
 RUN_ALL = [sys.executable, "-c", "from sft_assets.cli import run_all; raise SystemExit(run_all())"]  # `make run`
 
 
-def _cache_without_perplexities(source: Path, target: Path, record_ids: list[str]) -> None:
-    """A copy of ``source``'s cache minus the perplexities of ``record_ids``: the run has scoring to do there."""
+def _cache_without_perplexities(source: Path, target: Path, record_ids: list[str] | None) -> None:
+    """A copy of ``source``'s cache minus the perplexities of ``record_ids`` (None: all of them): the run has
+    scoring to do there."""
     shutil.copytree(source, target)
     cache = Warehouse(target)
     for namespace in (name for name, _ in cache.assets() if name.startswith("ppl-")):
         for shard in cache.partitions(namespace):
             rows = cache.read(namespace, shard)
-            kept = rows.filter(~pl.col("record_id").is_in(record_ids))
+            kept = rows.head(0) if record_ids is None else rows.filter(~pl.col("record_id").is_in(record_ids))
             if kept.height == 0:
                 cache.delete(namespace, shard)
             elif kept.height < rows.height:
@@ -427,6 +428,40 @@ def test_a_failed_file_stops_the_run_before_selection(sample_cache, tmp_path, mo
     assert store.exists("raw_records", "en_instructions.json")  # the other files are done
     assert not store.exists("candidate_pool") and not store.exists("selection_decisions")
     assert not (data / "exports").exists()
+
+
+def test_a_failed_scoring_step_names_its_files_and_stops_before_selection(sample_run, sample_cache, tmp_path,
+                                                                          monkeypatch):
+    """One step scores every file: when the language model fails on a chunk of rows, the run stops before
+    selection, naming the phase, the step, the files of the failed chunk and the error; the files' quality
+    labels, the step before, are in place. The cache has every other score (sample_run): only perplexity runs."""
+    import io
+
+    from rich.console import Console
+
+    from sft_assets.defs import uncertainty
+    from sft_assets.defs.models import LanguageModel
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("the language model ran out of memory")
+
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    _cache_without_perplexities(sample_cache, cache, None)
+    monkeypatch.setattr(uncertainty, "answer_perplexity", out_of_memory)
+    monkeypatch.setattr(LanguageModel, "load", lambda self: None)
+    write_sample(data)
+    defs = build_defs(Settings.from_env({"SFT_ASSETS_DATA": str(data), "SFT_ASSETS_CACHE": str(cache)}))
+    screen = io.StringIO()
+    assert run_all(defs=defs, instance=dg.DagsterInstance.ephemeral(),
+                   console=Console(file=screen, soft_wrap=True, width=400)) == 1
+    out = screen.getvalue()
+    files = sorted(p.relative_to(data / "raw").as_posix() for p in (data / "raw").rglob("*") if p.is_file())
+    assert f"FAILED score_corpus: {len(files)} files in one step, " in out, out
+    assert "step ppl_scores: RuntimeError: scoring " in out and " rows of " in out and "ran out of memory" in out, out
+    assert "Stopped after score_corpus" in out and "make run" in out
+    store = defs.resources["warehouse"].warehouse()
+    assert store.partitions("quality_labels") == files and not store.partitions("ppl_scores")
+    assert not store.exists("selection_decisions") and not (data / "exports").exists()
 
 
 def test_every_column_of_every_asset_has_a_description(sample_run):

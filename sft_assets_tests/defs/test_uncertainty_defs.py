@@ -10,8 +10,9 @@ SCHEMA = {"record_id": pl.String, "answer_chars": pl.Int64}
 
 
 def test_a_step_stopped_midway_keeps_every_chunk_scored_before_it(read_corpus, tmp_path):
-    """One step scores every file's rows: a failure (or a kill) in its third chunk must not lose the first two, and
-    the rerun scores only what is left. A text in two files is scored once and given to both."""
+    """One step scores every file's rows: a failure (or a kill) in its third chunk must not lose the first two, the
+    error names the chunk's files, and the rerun scores only what is left. A text in two files is scored once and
+    given to both."""
     first = read_corpus("alpaca_en/alpaca_data-0-3252.json").records.head(50)
     copied = first.head(5).with_columns(corpus=pl.lit("copy.json"))  # the same records in another file
     rows = pl.concat([first, copied])
@@ -23,7 +24,7 @@ def test_a_step_stopped_midway_keeps_every_chunk_scored_before_it(read_corpus, t
         scored.append(missing["record_id"].to_list())
         return missing.select("record_id", answer_chars=pl.col("output").str.len_chars().cast(pl.Int64))
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="scoring 10 rows of alpaca_en/alpaca_data-0-3252.json: stopped"):
         cached_scores(rows, cache, SCHEMA, lambda m: score(m, fail_at=2), chunk_rows=20)
     assert [len(chunk) for chunk in scored] == [20, 20]
     assert sorted(cache.get(rows["record_id"])["record_id"]) == sorted(sum(scored, []))
