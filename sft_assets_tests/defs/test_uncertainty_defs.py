@@ -33,3 +33,49 @@ def test_a_step_stopped_midway_keeps_every_chunk_scored_before_it(read_corpus, t
     assert computed.to_list() == first["record_id"].to_list()[40:] == scored[-1]
     assert frame.select("record_id", "corpus").equals(rows.select("record_id", "corpus"))
     assert frame["answer_chars"].to_list() == rows["output"].str.len_chars().to_list()
+
+
+def test_a_step_over_many_files_writes_one_table_per_file_and_no_other(read_corpus, tmp_path):
+    """The IO manager writes a step's dict of tables as one table per partition of the run, and refuses a dict
+    whose keys are not the run's files (one missing, or one the run does not have) rather than leave a file
+    without its table or write one outside the run."""
+    import dagster as dg
+
+    from sft_assets.core.storage import Warehouse
+    from sft_assets.defs.partitions import corpus_partitions, per_file_tables, scored_per_file
+    from sft_assets.defs.resources import ParquetIOManager, WarehouseResource
+
+    records = pl.concat([read_corpus("alpaca_en/alpaca_data-0-3252.json").records.head(7),
+                         read_corpus("gsm8k/gsm8k_train.tsv").records.head(5)])
+    files = records["corpus"].unique(maintain_order=True).to_list()
+
+    def lengths(context: dg.AssetExecutionContext) -> dict[str, pl.DataFrame]:
+        frame = records.select("record_id", "corpus", answer_chars=pl.col("output").str.len_chars())
+        return per_file_tables(context, frame, lambda key, table: (table, {"dagster/row_count": table.height}))
+
+    def materialize(step) -> bool:
+        asset = scored_per_file(name="answer_lengths")(step)
+        return dg.materialize([asset], instance=instance, resources=resources, tags=tags, raise_on_error=False).success
+
+    warehouse = WarehouseResource(base_uri=str(tmp_path / "warehouse"), catalog_path=str(tmp_path / "catalog.duckdb"))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(corpus_partitions.name, [*files, "not_in_the_run.json"])
+    tags = {"dagster/asset_partition_range_start": files[0], "dagster/asset_partition_range_end": files[-1]}
+    resources = {"io_manager": ParquetIOManager(warehouse=warehouse)}
+    store = Warehouse(tmp_path / "warehouse")
+
+    def one_missing(context: dg.AssetExecutionContext):
+        return dict(list(lengths(context).items())[:1])
+
+    def one_outside(context: dg.AssetExecutionContext):
+        return {**lengths(context), "not_in_the_run.json": records.head(0)}
+
+    assert not materialize(one_missing) and not materialize(one_outside) and not store.partitions("answer_lengths")
+
+    def right(context: dg.AssetExecutionContext):
+        return lengths(context)
+
+    assert materialize(right)
+    assert store.partitions("answer_lengths") == sorted(files)
+    assert [store.read("answer_lengths", file)["record_id"].to_list() for file in files] == \
+        [records.filter(pl.col("corpus") == file)["record_id"].to_list() for file in files]
