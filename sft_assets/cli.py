@@ -32,7 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sft_assets.core.rawfiles import content_hash
 from sft_assets.defs.ingest import observe_raw_file, observed_version
-from sft_assets.defs.partitions import corpus_partitions
+from sft_assets.defs.partitions import corpus_partitions, step_progress
 from sft_assets.defs.versions import USER_VERSIONED
 
 
@@ -233,14 +233,22 @@ def _run_phase(name: str, per_corpus: bool, defs: dg.Definitions, instance: dg.D
     unit = "files" if per_corpus else "steps"
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                  console=log.console, transient=False) as progress:
+                  TextColumn("{task.fields[step]}"), console=log.console, transient=False) as progress:
         total = len(todo) if per_corpus else sum(len(s) for s in todo.values())
-        task = progress.add_task(name, total=total, rate="")
+        task = progress.add_task(name, total=total, rate="", step="")
+
+        def step_done(what: str, done: int, of: int) -> None:  # a step over many files moves the bar only at its end
+            progress.update(task, step=f"{what}: {done:,}/{of:,} rows scored")
+
         rows, started = 0, time.perf_counter()
         for batch, selection in batches:
             while selection:  # what the run made unsynced downstream within the phase (a new data version)
-                with log.capture():
-                    result = _execute(job, instance, batch, selection)
+                reporting = step_progress.set(step_done)
+                try:
+                    with log.capture():
+                        result = _execute(job, instance, batch, selection)
+                finally:
+                    step_progress.reset(reporting)
                 if not result.success:
                     log.failure(name, batch, result)
                     break

@@ -1,11 +1,23 @@
 import warnings
 from collections.abc import Callable
+from contextvars import ContextVar
 
 import dagster as dg
 import polars as pl
 
 # One partition per file under the raw root, keyed by its relative path.
 corpus_partitions = dg.DynamicPartitionsDefinition(name="corpus")
+
+
+# Set by whoever runs a step over many files in this process (``sft-assets run``'s progress display) to hear
+# how far it is; unset under the daemon and the UI, whose event log is the record.
+step_progress: ContextVar[Callable[[str, int, int], None] | None] = ContextVar("step_progress", default=None)
+
+
+def report_progress(what: str, done: int, total: int) -> None:
+    """Tell the display, if any, that ``what`` has done ``done`` of ``total`` (e.g. rows scored)."""
+    if (report := step_progress.get()) is not None:
+        report(what, done, total)
 
 
 def scored_per_file(**asset_kwargs) -> Callable:

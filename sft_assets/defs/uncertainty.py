@@ -14,7 +14,7 @@ from sft_assets.core.plots import histogram_png, png_markdown
 from sft_assets.defs.diversity import survivors
 from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import LanguageModel
-from sft_assets.defs.partitions import per_file_tables, scored_per_file
+from sft_assets.defs.partitions import per_file_tables, report_progress, scored_per_file
 
 PPL_SCHEMA = {"record_id": pl.String, "ppl": pl.Float64, "ppl_unconditioned": pl.Float64, "ifd": pl.Float64,
               "answer_tokens": pl.Int64, "truncated": pl.Boolean, "status": pl.String}
@@ -60,11 +60,12 @@ def option_items(raw_records: pl.DataFrame, near_duplicates: pl.DataFrame, diver
 CHUNK_ROWS = 256
 
 
-def cached_scores(rows: pl.DataFrame, cache, schema: dict, score, chunk_rows: int = CHUNK_ROWS
-                  ) -> tuple[pl.DataFrame, pl.Series]:
+def cached_scores(rows: pl.DataFrame, cache, schema: dict, score, chunk_rows: int = CHUNK_ROWS,
+                  what: str = "rows") -> tuple[pl.DataFrame, pl.Series]:
     """Scores for ``rows`` (``record_id``, ``corpus``, what ``score`` reads) from the cache, computing only the
     missing ids, each chunk cached as soon as it is scored. Returns the scores with ``corpus``, and the ids
-    computed. A chunk that fails names its files: the step scores many, and the person must know which."""
+    computed. A chunk that fails names its files: the step scores many, and the person must know which. Each
+    chunk is reported to the progress display as ``what``."""
     hit = cache.get(rows["record_id"]) if rows.height else None
     missing = rows if hit is None else rows.join(hit.select("record_id"), on="record_id", how="anti")
     missing = missing.unique("record_id", keep="first", maintain_order=True)  # the same text in two files
@@ -78,6 +79,7 @@ def cached_scores(rows: pl.DataFrame, cache, schema: dict, score, chunk_rows: in
             raise RuntimeError(f"scoring {chunk.height} rows of {', '.join(files[:3])}"
                                f"{f' and {len(files) - 3} more files' if len(files) > 3 else ''}: {exc}") from exc
         cache.put(fresh[-1])
+        report_progress(what, start + chunk.height, missing.height)
     parts = [f for f in (hit, *fresh) if f is not None and f.height]
     frame = pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame(schema=schema)
     return (rows.select("record_id", "corpus").join(frame, on="record_id", how="left", maintain_order="left"),
@@ -111,7 +113,7 @@ def ppl_scores(context: dg.AssetExecutionContext, config: UncertaintyConfig, raw
             schema=PPL_SCHEMA)
 
     started = time.perf_counter()
-    frame, computed = cached_scores(rows, language_model.cache("ppl"), PPL_SCHEMA, score)
+    frame, computed = cached_scores(rows, language_model.cache("ppl"), PPL_SCHEMA, score, what="ppl_scores")
     seconds = time.perf_counter() - started
     instructions = raw_records.select("record_id", "instruction").unique("record_id")
     context.add_asset_metadata({  # the step's figures, on every file it scored
@@ -158,7 +160,8 @@ def option_probabilities(context: dg.AssetExecutionContext, config: UncertaintyC
             "option_mass": result["option_mass"], "choice": result["choice"], "answer": missing["answer"],
             "correct": result["correct"], "truncated": result["truncated"]}, schema=OPTION_SCHEMA)
 
-    frame, computed = cached_scores(items, language_model.cache("options"), OPTION_SCHEMA, score)
+    frame, computed = cached_scores(items, language_model.cache("options"), OPTION_SCHEMA, score,
+                                    what="option_probabilities")
     frame = frame.with_columns(option_gate=pl.lit(None, dtype=pl.String))
     files = raw_records.group_by("corpus").len()
     context.add_asset_metadata({

@@ -464,6 +464,27 @@ def test_a_failed_scoring_step_names_its_files_and_stops_before_selection(sample
     assert not store.exists("selection_decisions") and not (data / "exports").exists()
 
 
+def test_a_step_over_every_file_shows_its_rows_on_the_progress_line(sample_run, sample_cache, tmp_path):
+    """score_corpus's bar moves once per run, so the step reports the rows it has scored to the progress line
+    (here the sample's perplexities, the one score the cache lacks, with the real language model)."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    reference, _, _ = sample_run
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    _cache_without_perplexities(sample_cache, cache, None)
+    write_sample(data)
+    defs = build_defs(Settings.from_env({"SFT_ASSETS_DATA": str(data), "SFT_ASSETS_CACHE": str(cache)}))
+    screen = io.StringIO()
+    assert run_all(defs=defs, instance=dg.DagsterInstance.ephemeral(),
+                   console=Console(file=screen, soft_wrap=True, width=400)) == 0
+    scored = Warehouse(reference / "warehouse").read_partitions("ppl_scores")["record_id"].n_unique()
+    line = next(line for line in screen.getvalue().splitlines() if line.startswith("score_corpus"))
+    assert re.search(rf"ppl_scores: {scored}/{scored} rows scored", line), line
+
+
 def test_every_column_of_every_asset_has_a_description(sample_run):
     """The UI's Columns table explains itself: each column in each materialized schema has its line."""
     _, _, instance = sample_run
