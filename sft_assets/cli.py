@@ -194,8 +194,8 @@ def _batches(graph, keys: list[dg.AssetKey], todo: dict, order: list[str]) -> li
     one_step = all(graph.get(k).backfill_policy == dg.BackfillPolicy.single_run() for k in keys)
     if not one_step:
         return [([p], s) for p, s in todo.items()]
-    batches, previous = [], None
-    for partition in [*order, *(p for p in todo if p not in set(order))]:
+    batches, previous, ordered = [], None, set(order)
+    for partition in [*order, *(p for p in todo if p not in ordered)]:
         if partition in todo and previous in todo and batches[-1][1] == todo[partition]:
             batches[-1][0].append(partition)
         elif partition in todo:

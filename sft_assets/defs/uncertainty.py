@@ -162,7 +162,6 @@ def option_probabilities(context: dg.AssetExecutionContext, config: UncertaintyC
 
     frame, computed = cached_scores(items, language_model.cache("options"), OPTION_SCHEMA, score,
                                     what="option_probabilities")
-    frame = frame.with_columns(option_gate=pl.lit(None, dtype=pl.String))
     files = raw_records.group_by("corpus").len()
     context.add_asset_metadata({
         "files_in_step": len(context.partition_keys),
