@@ -110,14 +110,22 @@ def figures(result, is_foreign: np.ndarray) -> dict:
             "views": {name: one(*pair) for name, pair in result.views.items()}}
 
 
+def planted_candidates(emb: dict[str, np.ndarray], name: str | None, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """The same-distribution rows plus ``name``'s rows planted at ``share`` of the candidates (None: none),
+    and which candidates are foreign."""
+    n = 0 if name is None else round(N_SAME * share / (1 - share))
+    same = emb["alpaca_en"][N_REFERENCE:]
+    candidates = same if name is None else np.vstack([same, emb[name][:n]])
+    return candidates, np.r_[np.zeros(N_SAME, bool), np.ones(n, bool)]
+
+
 def planted(emb: dict[str, np.ndarray]) -> tuple[dict, dict]:
-    reference, same = emb["alpaca_en"][:N_REFERENCE], emb["alpaca_en"][N_REFERENCE:]
+    reference = emb["alpaca_en"][:N_REFERENCE]
     rows, plotted = {}, {}
     for name in FOREIGN:
         for share in SHARES:
-            n = round(N_SAME * share / (1 - share))
-            candidates = np.vstack([same, emb[name][:n]])
-            is_foreign = np.r_[np.zeros(N_SAME, bool), np.ones(n, bool)]
+            candidates, is_foreign = planted_candidates(emb, name, share)
+            n = int(is_foreign.sum())
             start = time.perf_counter()
             result = novelty_scores(reference, candidates)
             row = {"foreign_rows": n, **figures(result, is_foreign), "seconds": round(time.perf_counter() - start, 2)}
@@ -197,14 +205,13 @@ def plot(plotted: dict, path: Path) -> None:
 def focus_sweep(emb: dict[str, np.ndarray], focuses=(1.0, 0.25, FOCUS, 0.05)) -> dict:
     """The focused view's figures when its classifier trains on the ``focus`` share of candidates least like the
     reference (1.0: every candidate, the plain classifier), for the small shares where it matters."""
-    reference, same = emb["alpaca_en"][:N_REFERENCE], emb["alpaca_en"][N_REFERENCE:]
+    reference = emb["alpaca_en"][:N_REFERENCE]
     out = {}
     for name in FOREIGN:
         for share in SHARES[:2]:
-            n = round(N_SAME * share / (1 - share))
-            is_foreign = np.r_[np.zeros(N_SAME, bool), np.ones(n, bool)]
+            candidates, is_foreign = planted_candidates(emb, name, share)
             for focus in focuses:
-                result = novelty_scores(reference, np.vstack([same, emb[name][:n]]), focus=focus)
+                result = novelty_scores(reference, candidates, focus=focus)
                 row = figures(result, is_foreign)
                 out[f"{name}@{share:.0%} focus={focus:g}"] = row["views"]["focused"] | {
                     "view_used": row["view"], "gate_usable": row["gate_usable"]}
@@ -218,19 +225,18 @@ def over_draw_seeds(emb: dict[str, np.ndarray], seeds: int, holdout_fraction: fl
     (``novelty_scores(seed=)``): a figure at the edge of what the held-out rows can prove lands on either side
     by the draw, and one draw says nothing about how often. ``holdout_fraction``: the share of the reference
     held out (more held-out rows make the far-tail test stronger and leave the views fewer rows to learn from)."""
-    reference, same = emb["alpaca_en"][:N_REFERENCE], emb["alpaca_en"][N_REFERENCE:]
+    reference = emb["alpaca_en"][:N_REFERENCE]
     cases = {f"{name}@{share:.0%}": (name, share) for name in FOREIGN for share in SHARES[:2]} | {"null": (None, 0)}
     out = {}
     for label, (name, share) in cases.items():
-        n = round(N_SAME * share / (1 - share))
-        candidates = same if name is None else np.vstack([same, emb[name][:n]])
-        is_foreign = np.r_[np.zeros(N_SAME, bool), np.ones(n, bool)]
+        candidates, is_foreign = planted_candidates(emb, name, share)
         runs = []
         for seed in range(seeds):
             result = novelty_scores(reference, candidates, seed=seed, holdout_fraction=holdout_fraction)
             novel = called_novel(result.score, result.holdout_score)
             runs.append({"gate_usable": result.usable, "gate_p": float(f"{result.gate_p:.3g}"), "view": result.view,
-                         "foreign_called_novel": round(float(novel[is_foreign].mean()), 3) if n else None,
+                         "foreign_called_novel": round(float(novel[is_foreign].mean()), 3)
+                         if is_foreign.any() else None,
                          "same_called_novel": round(float(novel[~is_foreign].mean()), 3)})
         recalls = [r["foreign_called_novel"] for r in runs if r["foreign_called_novel"] is not None]
         out[label] = {"gate_on": sum(r["gate_usable"] for r in runs), "seeds": seeds,

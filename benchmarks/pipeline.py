@@ -12,9 +12,10 @@ instance, all under ``<work>``. The child's own peak RSS and CPU time come from
 the seconds summed over its runs and partitions, the rows materialized
 (``dagster/row_count``) and rows/s, and how much of each run's wall time no
 step accounts for (Dagster's per-run overhead; ``update_corpus`` has one run per
-file, ``score_corpus`` one step per asset over every file that needs it). Then the held-out ``alpaca_en`` chunk is copied in and
-``run`` goes again on the same instance: the incremental rebuild, whose target
-is under 10 % of the full run's wall time.
+file, ``score_corpus`` one step per asset over every file that needs it). Then
+the held-out ``alpaca_en`` chunk is copied in and ``run`` goes again on the same
+instance: the incremental rebuild, whose target is under 10 % of the full run's
+wall time.
 
 Writes benchmarks/results/pipeline.json and prints markdown tables for the
 README. The whole corpora take an hour or more on a 2-core machine without
