@@ -13,7 +13,10 @@ chosen and the gate's decision; the same figures for each view alone. Also:
   smaller shares of the candidates least like the reference by kNN (``core.novelty.FOCUS``), at 1 % and 5 %;
 - null: candidates are same-distribution only (the gate must refuse);
 - draw seeds: the 1 % and 5 % cases and the null case under several draws of the held-out rows (``--seeds``),
-  for the default share of the reference held out and for others (``--holdout-fractions``);
+  for the default share of the reference held out and for others (``--holdout-fractions``), and with the
+  held-out rows alone as old rows (without the kNN views' compared reference rows);
+- null splits: random reference/candidate splits of alpaca_en (``--null-splits``): how often the gate fires
+  and what share is called novel when every candidate is old, with and without the compared reference rows;
 - reverse mode: alpaca_en rows planted at 5 % among the foreign rows: ranked first by most_like_reference;
 - cost: 100,000 x 384 candidate vectors (real vectors plus small noise) against references of 500, 5,000
   and 20,000 rows.
@@ -43,8 +46,8 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from sft_assets.core.cache import RowCache, namespace_for  # noqa: E402
 from sft_assets.core.embed import load_sentence_model  # noqa: E402
 from sft_assets.core.embedding_cache import embed_with_cache  # noqa: E402
-from sft_assets.core.novelty import (FALSE_NOVEL_RATE, FOCUS, HOLDOUT_FRACTION, conformal_p,  # noqa: E402
-                                     most_like_reference, novelty_scores)
+from sft_assets.core.novelty import (FALSE_NOVEL_RATE, FOCUS, GATE_SIGNIFICANCE, HOLDOUT_FRACTION,  # noqa: E402
+                                     conformal_p, most_like_reference, novelty_scores)
 from sft_assets.core.readers import read_file  # noqa: E402
 from sft_assets.core.records import detect_lang, embedding_texts  # noqa: E402
 
@@ -190,7 +193,7 @@ def plot(plotted: dict, path: Path) -> None:
     for (name, share), (result, is_foreign) in plotted.items():
         ax = axes[FOREIGN.index(name), SHARES.index(share)]
         bins = np.histogram_bin_edges(np.r_[result.score, result.holdout_score], 40)
-        for values, label in ((result.holdout_score, "held-out reference"), (result.score[~is_foreign], "same"),
+        for values, label in ((result.holdout_score, "old (reference) rows"), (result.score[~is_foreign], "same"),
                               (result.score[is_foreign], name)):
             ax.hist(values, bins=bins, density=True, alpha=0.5, label=label)
         ax.axvline(np.quantile(result.holdout_score, FALSE_NOVEL_RATE), color="k", lw=1)
@@ -220,11 +223,12 @@ def focus_sweep(emb: dict[str, np.ndarray], focuses=(1.0, 0.25, FOCUS, 0.05)) ->
     return out
 
 
-def over_draw_seeds(emb: dict[str, np.ndarray], seeds: int, holdout_fraction: float = HOLDOUT_FRACTION) -> dict:
+def over_draw_seeds(emb: dict[str, np.ndarray], seeds: int, **options) -> dict:
     """The 1 % and 5 % cases and the null case under ``seeds`` draws of the held-out rows, folds and samples
-    (``novelty_scores(seed=)``): a figure at the edge of what the held-out rows can prove lands on either side
-    by the draw, and one draw says nothing about how often. ``holdout_fraction``: the share of the reference
-    held out (more held-out rows make the far-tail test stronger and leave the views fewer rows to learn from)."""
+    (``novelty_scores(seed=)``): a figure at the edge of what the old rows can prove lands on either side by
+    the draw, and one draw says nothing about how often. ``options`` go to ``novelty_scores``
+    (``holdout_fraction``: more held-out rows make the far-tail test stronger and leave the views fewer rows
+    to learn from; ``reference_rows_as_old=False``: the held-out rows alone as old rows)."""
     reference = emb["alpaca_en"][:N_REFERENCE]
     cases = {f"{name}@{share:.0%}": (name, share) for name in FOREIGN for share in SHARES[:2]} | {"null": (None, 0)}
     out = {}
@@ -232,7 +236,7 @@ def over_draw_seeds(emb: dict[str, np.ndarray], seeds: int, holdout_fraction: fl
         candidates, is_foreign = planted_candidates(emb, name, share)
         runs = []
         for seed in range(seeds):
-            result = novelty_scores(reference, candidates, seed=seed, holdout_fraction=holdout_fraction)
+            result = novelty_scores(reference, candidates, seed=seed, **options)
             novel = called_novel(result.score, result.holdout_score)
             runs.append({"gate_usable": result.usable, "gate_p": float(f"{result.gate_p:.3g}"), "view": result.view,
                          "foreign_called_novel": round(float(novel[is_foreign].mean()), 3)
@@ -242,8 +246,33 @@ def over_draw_seeds(emb: dict[str, np.ndarray], seeds: int, holdout_fraction: fl
         out[label] = {"gate_on": sum(r["gate_usable"] for r in runs), "seeds": seeds,
                       "foreign_called_novel_min": min(recalls) if recalls else None,
                       "same_called_novel_max": max(r["same_called_novel"] for r in runs), "runs": runs}
-        print(f"  {label:15s} held out {holdout_fraction:g}: gate on in {out[label]['gate_on']} of {seeds} draws: "
+        print(f"  {label:15s} {options}: gate on in {out[label]['gate_on']} of {seeds} draws: "
               f"{[r['gate_p'] for r in runs]}", flush=True)
+    return out
+
+
+def null_splits(emb: dict[str, np.ndarray], splits: int) -> dict:
+    """Every candidate old, the strict way: ``splits`` random splits of the 6,000 alpaca_en rows into 4,000
+    reference rows and 2,000 candidates (exchangeable by construction), each scored with the compared
+    reference rows among the old rows and without. The gate should fire in about 1 % of them or fewer, and
+    about 5 % of the candidates should be called novel."""
+    rows = emb["alpaca_en"]
+    out = {}
+    for as_old in (True, False):
+        runs = []
+        for split in range(splits):
+            order = np.random.default_rng(1000 + split).permutation(len(rows))
+            result = novelty_scores(rows[order[:N_REFERENCE]], rows[order[N_REFERENCE:]], seed=split,
+                                    reference_rows_as_old=as_old)
+            runs.append({"gate_p": float(f"{result.gate_p:.3g}"), "view": result.view,
+                         "called_novel": round(result.novel_share, 3)})
+        called = [r["called_novel"] for r in runs]
+        out[f"reference_rows_as_old={as_old}"] = {
+            "splits": splits, "gate_on": sum(r["gate_p"] <= GATE_SIGNIFICANCE for r in runs),
+            "gate_p_min": min(r["gate_p"] for r in runs), "called_novel_min": min(called),
+            "called_novel_mean": round(float(np.mean(called)), 4), "called_novel_max": max(called), "runs": runs}
+        print(f"  null splits, compared reference rows as old {as_old}: "
+              f"{ {k: v for k, v in out[f'reference_rows_as_old={as_old}'].items() if k != 'runs'} }", flush=True)
     return out
 
 
@@ -251,10 +280,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/sft_assets_novelty_bench"))
     parser.add_argument("--out", type=Path, default=HERE / "results" / "novelty.json")
-    parser.add_argument("--seeds", type=int, default=5, help="draws of the held-out rows for the 1 %%, 5 %% and "
+    parser.add_argument("--seeds", type=int, default=10, help="draws of the held-out rows for the 1 %%, 5 %% and "
                         "null cases (over_draw_seeds)")
     parser.add_argument("--holdout-fractions", type=float, nargs="+", default=[HOLDOUT_FRACTION, 0.5],
                         help="shares of the reference held out, each measured over the draws (the first: the default)")
+    parser.add_argument("--null-splits", type=int, default=40, help="random reference/candidate splits of "
+                        "alpaca_en for the null's calibration (null_splits)")
     args = parser.parse_args()
     print("embeddings", flush=True)
     emb = embeddings(args.scratch)
@@ -267,8 +298,10 @@ def main() -> None:
         "planted": rows,
         "focus": focus_sweep(emb),
         "null": null_case(emb),
-        "draw_seeds": {f"holdout_fraction={fraction:g}": over_draw_seeds(emb, args.seeds, fraction)
-                       for fraction in args.holdout_fractions},
+        "draw_seeds": {**{f"holdout_fraction={fraction:g}": over_draw_seeds(emb, args.seeds, holdout_fraction=fraction)
+                          for fraction in args.holdout_fractions},
+                       "held_out_rows_alone": over_draw_seeds(emb, args.seeds, reference_rows_as_old=False)},
+        "null_splits": null_splits(emb, args.null_splits),
         "reverse": reverse_mode(emb),
         "cost": cost(emb),
         "machine": {"platform": platform.platform(), "processor": platform.processor()},

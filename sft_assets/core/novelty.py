@@ -28,16 +28,24 @@ Neither raw score has a meaning on its own (balanced class weights put
 same-distribution rows near 0.5, and similarity levels depend on the domain),
 so a slice of the reference is held out and mixed into the candidates as
 known-old rows: they go through exactly the same scoring, and their scores are
-what an old row gets. A candidate's ``p_value`` is the share of held-out
-reference rows that look at most as much like the reference as it does
-(conformal, with the usual +1), and ``p_value <= false_novel_rate`` calls it
-novel, so about that share of old rows is wrongly called novel whatever the
-domain.
+what an old row gets. The kNN views train nothing, so every reference row
+they compare with is scored as well, against the others with itself left out
+(as a candidate is against all of them), and those scores join the held-out
+rows' as old rows' scores. A far-tail test is only as strong as the number of
+old rows behind it: 20 foreign rows among 2,000 candidates, all beyond 800
+held-out rows, are about as likely as 20 old candidates in a row at the top
+(2,000/2,800 per draw), which the correction for several views and tails
+brings to the edge of the gate; with the compared reference rows added the
+same 20 rows are clear (benchmarks/novelty.py, draw seeds). A candidate's
+``p_value`` is the share of old rows that look at most as much like the
+reference as it does (conformal, with the usual +1), and
+``p_value <= false_novel_rate`` calls it novel, so about that share of old
+rows is wrongly called novel whatever the domain.
 
 The gate asks the question that matters when most candidates are old: do
-more candidates lie beyond the held-out rows than old rows would put there?
-Under "every candidate is old" the candidates and the held-out rows are
-exchangeable, so the number of candidates below the j-th lowest held-out
+more candidates lie beyond the old rows' scores than old rows would put
+there? Under "every candidate is old" the candidates and the old rows are
+exchangeable, so the number of candidates below the j-th lowest old row's
 score follows a negative hypergeometric law; the gate tests the excess at
 the cut and in the far tail. The same scores, read from the top, find more
 data like the seeds (``most_like_reference``).
@@ -82,10 +90,11 @@ FitPredict = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 @dataclass(frozen=True)
 class NoveltyResult:
     """Per candidate: ``score`` (higher = more like the reference; for ranking) and ``p_value`` (the share of
-    held-out reference rows at most as like the reference; novel when <= the false-novel rate).
+    old rows at most as like the reference; novel when <= the false-novel rate).
 
-    ``holdout_score`` are the held-out reference rows' scores (the null); ``views`` holds every view's
-    (candidate scores, held-out scores), ``view`` names the one used. ``auc`` is the classifier's
+    ``holdout_score`` are the old rows' scores in the view used (the null): the held-out reference rows', and in
+    the kNN views also every compared reference row's against the others; ``views`` holds every view's
+    (candidate scores, old rows' scores), ``view`` names the one used. ``auc`` is the classifier's
     cross-validated AUC reference against candidates (a diagnostic: low when most candidates are old).
     ``usable`` is the gate's decision; when False, ``gate`` says why in a few words and ``message`` at length."""
 
@@ -201,45 +210,48 @@ def logistic_fit_predict(x: np.ndarray, draws: np.ndarray, C: float = 0.1,
 
 def neighbour_views(reference: np.ndarray, queries: np.ndarray, query_draws: np.ndarray, k: int = KNN_K,
                     pooled_rows: int = KNN_REFERENCE_ROWS, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Per query (unit vectors), from one product with the reference and at most ``pooled_rows`` queries (the
-    smallest ``query_draws``): the mean cosine similarity to its ``k`` nearest reference rows (the kNN view),
-    and the share of reference rows among its ``k`` nearest neighbours in that pool, itself excluded (the
-    neighbours view; low = its neighbourhood is mostly other queries)."""
+    """Per reference row (itself left out), then per query (unit vectors), from one product with the reference
+    and at most ``pooled_rows`` queries (the smallest ``query_draws``): the mean cosine similarity to its ``k``
+    nearest reference rows (the kNN view), and the share of reference rows among its ``k`` nearest neighbours
+    in that pool, itself excluded (the neighbours view; low = its neighbourhood is mostly other queries).
+    A reference row is compared with the others as a query is with all of them: an old row's score."""
     pick = np.sort(smallest_draws(query_draws, pooled_rows))
     pool = np.vstack([reference, queries[pick]])
-    pool_pos = np.full(len(queries), -1)
-    pool_pos[pick] = len(reference) + np.arange(len(pick))
-    k_reference, k_pool = min(k, len(reference)), min(k, len(pool) - 1)
-    similarity, share = np.empty(len(queries)), np.empty(len(queries))
-    for lo in range(0, len(queries), block):
-        sims = queries[lo: lo + block] @ pool.T
-        similarity[lo: lo + block] = np.partition(sims[:, :len(reference)], -k_reference, axis=1)[
-            :, -k_reference:].mean(axis=1)
+    rows = np.vstack([reference, queries])
+    pool_pos = np.full(len(rows), -1)
+    pool_pos[: len(reference)] = np.arange(len(reference))
+    pool_pos[len(reference) + pick] = len(reference) + np.arange(len(pick))
+    k_reference, k_pool = min(k, len(reference) - 1), min(k, len(pool) - 1)
+    similarity, share = np.empty(len(rows)), np.empty(len(rows))
+    for lo in range(0, len(rows), block):
+        sims = rows[lo: lo + block] @ pool.T
         own = np.flatnonzero(pool_pos[lo: lo + block] >= 0)
         sims[own, pool_pos[lo + own]] = -np.inf
+        similarity[lo: lo + block] = np.partition(sims[:, :len(reference)], -k_reference, axis=1)[
+            :, -k_reference:].mean(axis=1)
         nearest = np.argpartition(sims, -k_pool, axis=1)[:, -k_pool:]
         share[lo: lo + block] = (nearest < len(reference)).mean(axis=1)
     return similarity, share
 
 
 def conformal_p(scores: np.ndarray, null: np.ndarray) -> np.ndarray:
-    """(1 + held-out rows scoring at most as high) / (held-out rows + 1): small = unlike every old row."""
+    """(1 + old rows scoring at most as high) / (old rows + 1): small = unlike every old row."""
     return (1 + np.searchsorted(np.sort(null), scores, side="right")) / (len(null) + 1)
 
 
-def excess_test(p_value: np.ndarray, n_holdout: int, rate: float) -> tuple[float, int, float]:
-    """One-sided p-value that more candidates lie beyond the held-out rows than old rows would:
-    the smallest over the cut and the far tail (beyond every held-out row), Bonferroni-corrected.
+def excess_test(p_value: np.ndarray, n_old: int, rate: float) -> tuple[float, int, float]:
+    """One-sided p-value that more candidates lie beyond the ``n_old`` old rows than old rows would:
+    the smallest over the cut and the far tail (beyond every old row), Bonferroni-corrected.
     Also the number of candidates at the cut and the number an all-old pool would put there."""
     n = len(p_value)
-    j_cut = math.floor(rate * (n_holdout + 1) + 1e-9)
+    j_cut = math.floor(rate * (n_old + 1) + 1e-9)
     levels = sorted({1, j_cut})
     tests = []
     for j in levels:
-        count = int((p_value <= j / (n_holdout + 1) + 1e-12).sum())
-        tests.append(nhypergeom.sf(count - 1, n_holdout + n, n, j))
+        count = int((p_value <= j / (n_old + 1) + 1e-12).sum())
+        tests.append(nhypergeom.sf(count - 1, n_old + n, n, j))
     at_cut = int((p_value <= rate + 1e-12).sum())
-    return float(min(1.0, min(tests) * len(levels))), at_cut, n * j_cut / (n_holdout + 1)
+    return float(min(1.0, min(tests) * len(levels))), at_cut, n * j_cut / (n_old + 1)
 
 
 def novelty_scores(
@@ -256,13 +268,16 @@ def novelty_scores(
     focus: float = FOCUS,
     fit_predict: FitPredict | None = None,
     keys: Sequence[str] | None = None,
+    reference_rows_as_old: bool = True,
 ) -> NoveltyResult:
     """Score candidates against the reference (see the module docstring); ``fit_predict`` replaces the
     logistic classifier (e.g. a fine-tuned transformer; rows index the reference, then the candidates).
     ``keys``: one per reference row, then per candidate (record ids), for ``row_draws``.
+    ``reference_rows_as_old``: the kNN views' compared reference rows, each scored against the others, join
+    their old rows (False: the held-out rows alone, as the classifier views have).
 
-    Each view is read as conformal p-values against the held-out rows; the view with the strongest excess of
-    candidates beyond the held-out rows is used (a small foreign minority shows in the kNN and focused views, a
+    Each view is read as conformal p-values against its old rows; the view with the strongest excess of
+    candidates beyond them is used (a small foreign minority shows in the kNN and focused views, a
     larger one teaches the plain classifier its direction), and the gate tests that view's excess,
     Bonferroni-corrected for the choice."""
     ref = _as_matrix(reference_emb, "reference_emb")
@@ -292,39 +307,51 @@ def novelty_scores(
     train_rows = np.flatnonzero(~held)
     train_ref = ref[np.sort(train_rows[smallest_draws(draws[train_rows], knn_reference_rows)])]
     # the held-out rows are the reference's smallest draws: the pool of candidates is sampled on a redraw
-    knn, share = neighbour_views(train_ref, x[queries], redraw(draws[queries], 1), knn_k, knn_reference_rows)
+    knn_all, share_all = neighbour_views(train_ref, x[queries], redraw(draws[queries], 1), knn_k,
+                                         knn_reference_rows)
+    # ties of the share (a multiple of 1/k) broken by the kNN similarity, a term below one step
+    neighbours_all = share_all + 1e-3 * knn_all
+    compared = len(train_ref)
+    knn = knn_all[compared:]  # the queries'
     fit_predict = fit_predict or logistic_fit_predict(x, draws, C)
     prob, auc, folds = out_of_fold(labels, fit_predict, draws, k_folds)
     focus_rows = min(len(queries), max(FOCUS_MIN_ROWS, math.ceil(focus * len(queries))))
     focused = np.sort(queries[np.argsort(knn, kind="stable")[:focus_rows]])
     focused_prob, _, _ = out_of_fold(labels, fit_predict, draws, k_folds, fitted=np.r_[train_rows, focused])
-    views = {"classifier": prob[queries], "focused": focused_prob[queries], "knn": knn,
-             # ties of the share (a multiple of 1/k) broken by the kNN similarity, a term below one step
-             "neighbours": share + 1e-3 * knn}
+    left_out = compared if reference_rows_as_old else 0
+
+    def old_and_new(values: np.ndarray, reference_rows: np.ndarray = np.zeros(0)) -> tuple[np.ndarray, np.ndarray]:
+        """The old rows' scores (held out, then any reference rows scored against the others), the candidates'."""
+        return np.r_[values[:n_held], reference_rows], values[n_held:]
+
+    split = {"classifier": old_and_new(prob[queries]), "focused": old_and_new(focused_prob[queries]),
+             **{name: old_and_new(values[compared:], values[:left_out])
+                for name, values in (("knn", knn_all), ("neighbours", neighbours_all))}}
     tested = {}
-    for name, values in views.items():
-        p = conformal_p(values[n_held:], values[:n_held])
-        tested[name] = (excess_test(p, n_held, false_novel_rate), p)
+    for name, (null, scores) in split.items():
+        p = conformal_p(scores, null)
+        tested[name] = (excess_test(p, len(null), false_novel_rate), p)
     view = min(tested, key=lambda name: (tested[name][0][0], -tested[name][0][1]))
     (gate_p, at_cut, expected), p_cand = tested[view]
-    gate_p = min(1.0, gate_p * len(views))
+    gate_p = min(1.0, gate_p * len(split))
     usable = gate_p <= gate_significance
     share = at_cut / n_cand
     gate = None if usable else f"{share:.1%} novel, {false_novel_rate:.0%} expected (p={gate_p:.2g})"
+    null, scores = split[view]
     message = (
-        f"view: {view} ({', '.join(f'{n} {tested[n][0][1]}' for n in views)} of {n_cand} candidates less like "
-        f"the reference than {1 - false_novel_rate:.0%} of {n_held} held-out reference rows; old rows alone "
-        f"would put about {expected:.0f} there; excess p={gate_p:.2g}"
+        f"view: {view} ({', '.join(f'{n} {tested[n][0][1]}' for n in split)} of {n_cand} candidates less like "
+        f"the reference than {1 - false_novel_rate:.0%} of {len(null)} old rows ({n_held} held-out reference "
+        f"rows{'' if len(null) == n_held else ' and each compared reference row against the others'}); old rows "
+        f"alone would put about {expected:.0f} there; excess p={gate_p:.2g}"
         + ("" if usable else f" > {gate_significance:g}: the candidates look like the reference, no novelty "
                              f"filtering") + ")")
-    return NoveltyResult(score=views[view][n_held:], p_value=p_cand, holdout_score=views[view][:n_held],
-                         auc=auc, usable=usable, gate=gate, view=view,
-                         views={n: (v[n_held:], v[:n_held]) for n, v in views.items()}, k_folds=folds,
+    return NoveltyResult(score=scores, p_value=p_cand, holdout_score=null, auc=auc, usable=usable, gate=gate,
+                         view=view, views={n: (c, h) for n, (h, c) in split.items()}, k_folds=folds,
                          false_novel_rate=false_novel_rate, novel_share=share, gate_p=gate_p, message=message)
 
 
 def novel_mask(p_value: np.ndarray, false_novel_rate: float = FALSE_NOVEL_RATE) -> np.ndarray:
-    """Candidates less like the reference than ``1 - false_novel_rate`` of the held-out reference rows."""
+    """Candidates less like the reference than ``1 - false_novel_rate`` of the old rows (``conformal_p``)."""
     return np.asarray(p_value, dtype=float) <= false_novel_rate + 1e-12
 
 

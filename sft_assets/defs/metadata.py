@@ -55,7 +55,7 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "diverse_rank": "Position in the K-Center-Greedy order; null when outside the diverse subset.",
     "radius": "Covering radius of the subset after this pick (cosine distance).",
     # novelty
-    "novelty_prob": "Novelty p-value: share of held-out curated rows at most as like the curated set; null when gated.",
+    "novelty_prob": "Novelty p-value: share of old curated rows at most as like the curated set; null when gated.",
     "novelty_score": "How much the row looks like the curated set (the gate's chosen view); higher = more alike.",
     "novelty_cut": "The false-novel rate the diverse subset and the selection cut novelty_prob at (novelty config).",
     "novelty_keep": "Which side of the novelty cut the datasets want: novel, like_reference, or all (no filtering).",
@@ -80,7 +80,7 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "C": "Inverse regularization strength of the logistic regression.",
     "refit_on_all_pairs": "Whether the stored model was refitted on every pair after measuring.",
     "quality_gate": "Why the judge is not used (its gate refused it on held-out data): quality by the rules alone; null: used.",
-    "novelty_gate": "Why the novelty signal is not used (no candidates stand out from held-out curated rows); null: used.",
+    "novelty_gate": "Why the novelty signal is not used (no candidates stand out from old curated rows); null: used.",
     "option_gate": "Why the option probabilities are not used for this row (the model is at chance); null: used.",
     # uncertainty
     "ppl": "Perplexity of the answer given its prompt (SmolLM2, answer tokens only).",

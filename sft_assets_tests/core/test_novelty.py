@@ -10,7 +10,8 @@ from sklearn.metrics import roc_auc_score
 
 from sft_assets.core import novelty
 from sft_assets.core.novelty import (
-    FOCUS_MIN_ROWS, holdout_mask, most_like_reference, novel_mask, novelty_scores, out_of_fold, row_draws,
+    FOCUS_MIN_ROWS, conformal_p, holdout_mask, most_like_reference, novel_mask, novelty_scores, out_of_fold,
+    row_draws,
 )
 from sft_assets.core.records import detect_lang, embedding_texts
 
@@ -176,32 +177,78 @@ def test_novel_mask_and_most_like_reference():
         most_like_reference(p, -1)
 
 
-def test_a_small_cluster_of_foreign_rows_finds_itself_before_the_reference(read_corpus, model, monkeypatch):
-    """The neighbours view: 20 Chinese alpaca_zh rows (2 % of the candidates) among 1,000 unseen alpaca_en
-    rows, against 2,000 alpaca_en rows (both shuffled from two files). Every view ranks them well, but only
-    the share of reference rows among a row's neighbours puts enough of them beyond every held-out row for
-    the gate to see an excess; without it (the fault, planted: a constant share) the gate stays off
-    (measured: p 0.0052 with it, 0.054 without)."""
+@pytest.fixture(scope="module")
+def chinese_cluster(read_corpus, model):
+    """3,000 alpaca_en rows (shuffled from two files), then 20 Chinese alpaca_zh rows; which rows are Chinese
+    among the last 1,020 (the candidates)."""
     files = ("alpaca_en/alpaca_data-0-3252.json", "alpaca_en/alpaca_data-3252-6382.json")
     alpaca = pl.concat([read_corpus(f).records for f in files], how="diagonal_relaxed")
     alpaca = embedding_texts(alpaca.sample(fraction=1.0, shuffle=True, seed=0).head(3000))
     chinese = [t for t in embedding_texts(read_corpus("alpaca_zh/alpaca_data-0-3252.json").records.head(200))
                if detect_lang(t) == "zh"][:20]
-    vectors = model.encode(alpaca + chinese, normalize_embeddings=True, batch_size=64)
-    reference, candidates = vectors[:2000], vectors[2000:]
-    is_foreign = np.r_[np.zeros(1000, bool), np.ones(len(chinese), bool)]
     assert len(chinese) == 20
+    vectors = model.encode(alpaca + chinese, normalize_embeddings=True, batch_size=64)
+    return vectors, np.r_[np.zeros(1000, bool), np.ones(len(chinese), bool)]
 
+
+def test_a_small_cluster_of_foreign_rows_finds_itself_before_the_reference(chinese_cluster, monkeypatch):
+    """The neighbours view: the 20 Chinese rows (2 % of the candidates) against 2,000 alpaca_en rows. Every view
+    ranks them well, but only the share of reference rows among a row's neighbours puts enough of them beyond
+    the old rows for the gate to see an excess; without it (the fault, planted: a constant share) the gate
+    stays off (measured: p 2.4e-08 with it, 0.15 without)."""
+    vectors, is_foreign = chinese_cluster
+    reference, candidates = vectors[:2000], vectors[2000:]
     result = novelty_scores(reference, candidates)
     assert result.usable and result.view == "neighbours", (result.view, result.gate_p)
     novel = novel_mask(result.p_value)
-    assert novel[is_foreign].mean() >= 0.9 and novel[~is_foreign].mean() <= 0.1  # measured 1.0 and 0.038
+    assert novel[is_foreign].mean() >= 0.9 and novel[~is_foreign].mean() <= 0.1  # measured 1.0 and 0.048
 
     views = novelty.neighbour_views
-    monkeypatch.setattr(novelty, "neighbour_views",
-                        lambda *args, **kwargs: (views(*args, **kwargs)[0], np.zeros(len(args[1]))))
+    monkeypatch.setattr(novelty, "neighbour_views", lambda *args, **kwargs: (
+        views(*args, **kwargs)[0], np.zeros(len(args[0]) + len(args[1]))))
     without = novelty_scores(reference, candidates)
     assert not without.usable and without.gate_p > 0.01
+
+
+def test_the_compared_reference_rows_prove_a_minority_the_held_out_rows_alone_cannot(chinese_cluster):
+    """Against 1,000 reference rows (200 held out), 20 foreign rows beyond every held-out row among 1,020
+    candidates are about as likely as 20 old ones in a row (1,000/1,200 per draw): with the held-out rows
+    alone as old rows the gate stays off (measured p 0.052). The 800 reference rows the kNN views compare
+    with, each scored against the others, join them: 1,000 old rows, and the gate sees the cluster (measured
+    p 1.7e-05, 19 of the 20 called novel, 3.6 % of the alpaca_en candidates)."""
+    vectors, is_foreign = chinese_cluster
+    reference, candidates = vectors[:1000], vectors[2000:]
+    result = novelty_scores(reference, candidates)
+    assert result.usable and result.view == "neighbours", (result.view, result.gate_p)
+    assert len(result.holdout_score) == 1000
+    novel = novel_mask(result.p_value)
+    assert novel[is_foreign].mean() >= 0.9 and novel[~is_foreign].mean() <= 0.1
+
+    held_out_only = novelty_scores(reference, candidates, reference_rows_as_old=False)
+    assert len(held_out_only.holdout_score) == 200
+    assert not held_out_only.usable and held_out_only.gate_p > 0.01
+
+
+def test_each_compared_reference_row_is_scored_as_a_candidate_is_against_the_others(emb):
+    """A reference row's kNN score is the mean similarity to its 10 nearest other reference rows (itself left
+    out, as a candidate is never compared with itself); every candidate old, no more of them fall below the
+    cut of those old rows than the false-novel rate allows in either kNN view (measured 1.3 % and 4.0 %).
+    The fault, a row compared with itself too: its own similarity of 1 among its ten (0.414 against 0.343 for
+    the first row), and old candidates look novel beside old rows scored that way."""
+    reference, same = emb["reference"], emb["same"]
+    similarity, share = novelty.neighbour_views(reference, same, np.arange(len(same), dtype=np.uint64))
+    assert len(similarity) == len(share) == len(reference) + len(same)
+    for i in (0, 17, len(reference) - 1):
+        others = np.delete(reference, i, axis=0) @ reference[i]
+        assert similarity[i] == pytest.approx(np.sort(others)[-10:].mean(), abs=1e-5)
+    assert similarity[len(reference)] == pytest.approx(np.sort(reference @ same[0])[-10:].mean(), abs=1e-5)
+
+    result = novelty_scores(reference, same)
+    for name in ("knn", "neighbours"):
+        candidates, old = result.views[name]
+        assert len(old) == 80 + 320  # held out, then compared
+        called = novel_mask(conformal_p(candidates, old)).mean()
+        assert called <= 0.1, (name, called)
 
 
 def test_a_new_file_leaves_the_other_candidates_decisions_nearly_as_they_were(emb, monkeypatch):
