@@ -19,7 +19,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -186,6 +186,13 @@ def _rows(result, asset: str) -> int:
     return rows
 
 
+def step_line(what: str, done: int, of: int, seconds: float) -> str:
+    """The progress line's text for a step over many files: rows scored, and the time left at the rate so far
+    (the bar itself moves only when the step ends)."""
+    left = f", {timedelta(seconds=round((of - done) * seconds / done))} left" if 0 < done < of else ""
+    return f"{what}: {done:,}/{of:,} rows scored{left}"
+
+
 def _batches(graph, keys: list[dg.AssetKey], todo: dict, order: list[str]) -> list[tuple[list[str], set]]:
     """The runs of a per-file phase, as (files, assets). One per file; but where every asset of the phase
     takes many files in one step (a single-run backfill policy), one per stretch of files that are next to
@@ -237,8 +244,13 @@ def _run_phase(name: str, per_corpus: bool, defs: dg.Definitions, instance: dg.D
         total = len(todo) if per_corpus else sum(len(s) for s in todo.values())
         task = progress.add_task(name, total=total, rate="", step="")
 
+        step_started: dict[str, float] = {}
+
         def step_done(what: str, done: int, of: int) -> None:  # a step over many files moves the bar only at its end
-            progress.update(task, step=f"{what}: {done:,}/{of:,} rows scored")
+            now = time.perf_counter()
+            if done == 0:
+                step_started[what] = now
+            progress.update(task, step=step_line(what, done, of, now - step_started.get(what, now)))
 
         rows, started = 0, time.perf_counter()
         for batch, selection in batches:

@@ -70,6 +70,8 @@ def cached_scores(rows: pl.DataFrame, cache, schema: dict, score, chunk_rows: in
     missing = rows if hit is None else rows.join(hit.select("record_id"), on="record_id", how="anti")
     missing = missing.unique("record_id", keep="first", maintain_order=True)  # the same text in two files
     fresh = []
+    if missing.height:
+        report_progress(what, 0, missing.height)
     for start in range(0, missing.height, chunk_rows):
         chunk = missing.slice(start, chunk_rows)
         try:

@@ -35,6 +35,28 @@ def test_a_step_stopped_midway_keeps_every_chunk_scored_before_it(read_corpus, t
     assert frame["answer_chars"].to_list() == rows["output"].str.len_chars().to_list()
 
 
+def test_a_step_reports_its_start_and_each_chunk_and_the_line_says_the_time_left(read_corpus, tmp_path):
+    """The bar of a step over many files moves only when it ends, so the step reports its rows: once before the
+    first chunk (the clock starts there, the model's loading included) and after each; the progress line shows
+    the time left at the rate so far, and none once every row is scored."""
+    from sft_assets.cli import step_line
+    from sft_assets.defs.partitions import step_progress
+
+    rows = read_corpus("alpaca_en/alpaca_data-0-3252.json").records.head(50)
+    reports = []
+    reporting = step_progress.set(lambda what, done, of: reports.append((what, done, of)))
+    try:
+        cached_scores(rows, RowCache(str(tmp_path), "answer-chars"), SCHEMA, lambda m: m.select(
+            "record_id", answer_chars=pl.col("output").str.len_chars().cast(pl.Int64)), chunk_rows=20, what="lengths")
+    finally:
+        step_progress.reset(reporting)
+    assert reports == [("lengths", done, 50) for done in (0, 20, 40, 50)]
+    assert step_line("ppl_scores", 20, 50, 60.0) == "ppl_scores: 20/50 rows scored, 0:01:30 left"
+    assert step_line("ppl_scores", 256, 1_666, 400.0) == "ppl_scores: 256/1,666 rows scored, 0:36:43 left"
+    assert step_line("ppl_scores", 0, 50, 0.0) == "ppl_scores: 0/50 rows scored"
+    assert step_line("ppl_scores", 50, 50, 150.0) == "ppl_scores: 50/50 rows scored"
+
+
 def test_a_step_over_many_files_writes_one_table_per_file_and_no_other(read_corpus, tmp_path):
     """The IO manager writes a step's dict of tables as one table per partition of the run, and refuses a dict
     whose keys are not the run's files (one missing, or one the run does not have) rather than leave a file
