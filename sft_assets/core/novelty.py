@@ -32,9 +32,9 @@ what an old row gets. The kNN views train nothing, so every reference row
 they compare with is scored as well, against the others with itself left out
 (as a candidate is against all of them), and those scores join the held-out
 rows' as old rows' scores. A far-tail test is only as strong as the number of
-old rows behind it: 20 foreign rows among 2,000 candidates, all beyond 800
+old rows behind it: 20 foreign rows among 2,020 candidates, all beyond 800
 held-out rows, are about as likely as 20 old candidates in a row at the top
-(2,000/2,800 per draw), which the correction for several views and tails
+(2,020/2,820 per draw), which the correction for several views and tails
 brings to the edge of the gate; with the compared reference rows added the
 same 20 rows are clear (benchmarks/novelty.py, draw seeds). A candidate's
 ``p_value`` is the share of old rows that look at most as much like the
