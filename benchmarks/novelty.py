@@ -14,7 +14,9 @@ chosen and the gate's decision; the same figures for each view alone. Also:
 - null: candidates are same-distribution only (the gate must refuse);
 - draw seeds: the 1 % and 5 % cases and the null case under several draws of the held-out rows (``--seeds``),
   for the default share of the reference held out and for others (``--holdout-fractions``), and with the
-  held-out rows alone as old rows (without the kNN views' compared reference rows);
+  held-out rows alone as old rows (without the kNN views' compared reference rows); per draw the AUC, recall
+  and same-distribution share of the view used, and per case the draws that meet the targets (AUC >= 0.9,
+  >= 80 % of foreign rows novel, <= 10 % of the rest) and how many of those the gate let through;
 - null splits: random reference/candidate splits of alpaca_en (``--null-splits``): how often the gate fires
   and what share is called novel when every candidate is old, with and without the compared reference rows;
 - reverse mode: alpaca_en rows planted at 5 % among the foreign rows: ranked first by most_like_reference;
@@ -100,17 +102,25 @@ def called_novel(scores: np.ndarray, holdout: np.ndarray) -> np.ndarray:
     return conformal_p(scores, holdout) <= FALSE_NOVEL_RATE + 1e-12
 
 
-def figures(result, is_foreign: np.ndarray) -> dict:
-    """Ranking AUC (foreign = novel = low score), foreign recall and same-distribution share at the cut."""
+def figures(result, is_foreign: np.ndarray, views: bool = True) -> dict:
+    """Ranking AUC (foreign = novel = low score), foreign recall and same-distribution share at the cut, for the
+    view used (and, with ``views``, for each view)."""
     def one(scores, holdout):
         novel = called_novel(scores, holdout)
         return {"auc": round(float(roc_auc_score(~is_foreign, scores)), 3),
                 "foreign_called_novel": round(float(novel[is_foreign].mean()), 3),
                 "same_called_novel": round(float(novel[~is_foreign].mean()), 3)}
 
+    if not views:
+        return one(result.score, result.holdout_score)
     return {**one(result.score, result.holdout_score), "view": result.view, "gate_usable": result.usable,
             "gate_p": float(f"{result.gate_p:.3g}"), "classifier_cv_auc": round(result.auc, 3),
             "views": {name: one(*pair) for name, pair in result.views.items()}}
+
+
+def meets_targets(row: dict) -> bool:
+    """The issue's targets for one planted case: AUC >= 0.9, >= 80 % of foreign rows novel, <= 10 % of the rest."""
+    return "auc" in row and row["auc"] >= 0.9 and row["foreign_called_novel"] >= 0.8 and row["same_called_novel"] <= 0.1
 
 
 def planted_candidates(emb: dict[str, np.ndarray], name: str | None, share: float) -> tuple[np.ndarray, np.ndarray]:
@@ -237,16 +247,18 @@ def over_draw_seeds(emb: dict[str, np.ndarray], seeds: int, **options) -> dict:
         runs = []
         for seed in range(seeds):
             result = novelty_scores(reference, candidates, seed=seed, **options)
-            novel = called_novel(result.score, result.holdout_score)
             runs.append({"gate_usable": result.usable, "gate_p": float(f"{result.gate_p:.3g}"), "view": result.view,
-                         "foreign_called_novel": round(float(novel[is_foreign].mean()), 3)
-                         if is_foreign.any() else None,
-                         "same_called_novel": round(float(novel[~is_foreign].mean()), 3)})
-        recalls = [r["foreign_called_novel"] for r in runs if r["foreign_called_novel"] is not None]
+                         **(figures(result, is_foreign, views=False) if is_foreign.any()
+                            else {"same_called_novel": round(result.novel_share, 3)})})
+        recalls = [r["foreign_called_novel"] for r in runs if "foreign_called_novel" in r]
+        on_target = [r for r in runs if meets_targets(r)]
         out[label] = {"gate_on": sum(r["gate_usable"] for r in runs), "seeds": seeds,
                       "foreign_called_novel_min": min(recalls) if recalls else None,
-                      "same_called_novel_max": max(r["same_called_novel"] for r in runs), "runs": runs}
-        print(f"  {label:15s} {options}: gate on in {out[label]['gate_on']} of {seeds} draws: "
+                      "same_called_novel_max": max(r["same_called_novel"] for r in runs),
+                      "draws_meeting_targets": len(on_target),
+                      "gate_on_where_targets_met": sum(r["gate_usable"] for r in on_target), "runs": runs}
+        print(f"  {label:15s} {options}: gate on in {out[label]['gate_on']} of {seeds} draws, targets met in "
+              f"{len(on_target)} (gate on in {out[label]['gate_on_where_targets_met']} of those): "
               f"{[r['gate_p'] for r in runs]}", flush=True)
     return out
 
