@@ -49,7 +49,7 @@ from sft_assets.core.cache import RowCache, namespace_for  # noqa: E402
 from sft_assets.core.embed import load_sentence_model  # noqa: E402
 from sft_assets.core.embedding_cache import embed_with_cache  # noqa: E402
 from sft_assets.core.novelty import (FALSE_NOVEL_RATE, FOCUS, GATE_SIGNIFICANCE, HOLDOUT_FRACTION,  # noqa: E402
-                                     conformal_p, most_like_reference, novelty_scores)
+                                     conformal_p, most_like_reference, novel_mask, novelty_scores)
 from sft_assets.core.readers import read_file  # noqa: E402
 from sft_assets.core.records import detect_lang, embedding_texts  # noqa: E402
 
@@ -99,7 +99,8 @@ def embeddings(scratch: Path) -> dict[str, np.ndarray]:
 
 
 def called_novel(scores: np.ndarray, holdout: np.ndarray) -> np.ndarray:
-    return conformal_p(scores, holdout) <= FALSE_NOVEL_RATE + 1e-12
+    """The default cut applied to any view's scores against its old rows, as the pipeline applies it."""
+    return novel_mask(conformal_p(scores, holdout))
 
 
 def figures(result, is_foreign: np.ndarray, views: bool = True) -> dict:
