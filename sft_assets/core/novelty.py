@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 from scipy.stats import nhypergeom
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -216,21 +217,22 @@ def neighbour_views(reference: np.ndarray, queries: np.ndarray, query_draws: np.
     in that pool, itself excluded (the neighbours view; low = its neighbourhood is mostly other queries).
     A reference row is compared with the others as a query is with all of them: an old row's score."""
     pick = np.sort(smallest_draws(query_draws, pooled_rows))
-    pool = np.vstack([reference, queries[pick]])
-    rows = np.vstack([reference, queries])
-    pool_pos = np.full(len(rows), -1)
-    pool_pos[: len(reference)] = np.arange(len(reference))
-    pool_pos[len(reference) + pick] = len(reference) + np.arange(len(pick))
-    k_reference, k_pool = min(k, len(reference) - 1), min(k, len(pool) - 1)
-    similarity, share = np.empty(len(rows)), np.empty(len(rows))
-    for lo in range(0, len(rows), block):
-        sims = rows[lo: lo + block] @ pool.T
-        own = np.flatnonzero(pool_pos[lo: lo + block] >= 0)
-        sims[own, pool_pos[lo + own]] = -np.inf
-        similarity[lo: lo + block] = np.partition(sims[:, :len(reference)], -k_reference, axis=1)[
-            :, -k_reference:].mean(axis=1)
-        nearest = np.argpartition(sims, -k_pool, axis=1)[:, -k_pool:]
-        share[lo: lo + block] = (nearest < len(reference)).mean(axis=1)
+    n_ref = len(reference)
+    # torch's top-k: numpy's argpartition over the pool was three quarters of the view's cost
+    pool = torch.from_numpy(np.vstack([reference, queries[pick]]))
+    pool_pos = np.full(n_ref + len(queries), -1)
+    pool_pos[:n_ref] = np.arange(n_ref)
+    pool_pos[n_ref + pick] = n_ref + np.arange(len(pick))
+    k_reference, k_pool = min(k, n_ref - 1), min(k, len(pool) - 1)
+    similarity, share = np.empty(len(pool_pos)), np.empty(len(pool_pos))
+    for offset, rows in ((0, reference), (n_ref, queries)):
+        for lo in range(offset, offset + len(rows), block):
+            sims = torch.from_numpy(np.ascontiguousarray(rows[lo - offset: lo - offset + block])) @ pool.T
+            span = slice(lo, lo + len(sims))
+            own = np.flatnonzero(pool_pos[span] >= 0)
+            sims[own, pool_pos[lo + own]] = -math.inf
+            similarity[span] = sims[:, :n_ref].topk(k_reference, dim=1).values.mean(dim=1).numpy()
+            share[span] = (sims.topk(k_pool, dim=1).indices < n_ref).double().mean(dim=1).numpy()
     return similarity, share
 
 
