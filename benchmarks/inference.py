@@ -149,7 +149,7 @@ def main() -> None:
     exam = read_file(bench_env.CORPORA / EXAM, EXAM).records.head(args.option_rows)
 
     result = {"benchmark": __doc__.splitlines()[0],
-              "command": "nice -n 5 python benchmarks/inference.py "
+              "command": (f"nice -n {os.nice(0)} " if os.nice(0) else "") + "python benchmarks/inference.py "
                          f"--embed-rows {args.embed_rows} --ppl-rows {args.ppl_rows} --option-rows {args.option_rows}",
               "machine": f"{os.uname().machine}, {os.cpu_count()} cores", "torch_threads": torch.get_num_threads(),
               "data": {"embeddings": f"{SLICE}, first {args.embed_rows} prompts (instruction\\ninput)",
