@@ -231,8 +231,10 @@ def test_the_compared_reference_rows_prove_a_minority_the_held_out_rows_alone_ca
 
 def test_each_compared_reference_row_is_scored_as_a_candidate_is_against_the_others(emb):
     """A reference row's kNN score is the mean similarity to its 10 nearest other reference rows (itself left
-    out, as a candidate is never compared with itself); every candidate old, no more of them fall below the
-    cut of those old rows than the false-novel rate allows in either kNN view (measured 1.3 % and 4.0 %).
+    out, as a candidate is never compared with itself), and its neighbours score the share of reference rows
+    among its 10 nearest in the reference and the queries, itself left out as a query is; every candidate
+    old, no more of them fall below the cut of those old rows than the false-novel rate allows in either kNN
+    view (measured 1.3 % and 4.0 %).
     The fault, a row compared with itself too: its own similarity of 1 among its ten (0.414 against 0.343 for
     the first row), and old candidates look novel beside old rows scored that way."""
     reference, same = emb["reference"], emb["same"]
@@ -242,6 +244,11 @@ def test_each_compared_reference_row_is_scored_as_a_candidate_is_against_the_oth
         others = np.delete(reference, i, axis=0) @ reference[i]
         assert similarity[i] == pytest.approx(np.sort(others)[-10:].mean(), abs=1e-5)
     assert similarity[len(reference)] == pytest.approx(np.sort(reference @ same[0])[-10:].mean(), abs=1e-5)
+    pool = np.vstack([reference, same])  # fewer queries than KNN_REFERENCE_ROWS: every one is in the pool
+    for i in (0, 17, len(reference), len(pool) - 1):
+        sims = pool @ pool[i]
+        sims[i] = -np.inf
+        assert share[i] == (np.argsort(sims)[-10:] < len(reference)).mean(), i
 
     result = novelty_scores(reference, same)
     for name in ("knn", "neighbours"):
