@@ -3,6 +3,8 @@ candidates, gsm8k maths word problems planted among them as the foreign minority
 questions too, so they are not trivially apart); reversed, gsm8k as the reference and a few gsm8k rows
 planted among alpaca_en rows."""
 
+import re
+
 import numpy as np
 import polars as pl
 import pytest
@@ -63,10 +65,22 @@ def test_planted_foreign_rows_rank_first_and_pass_the_cut(planted):
 
 
 def test_the_gate_refuses_when_every_candidate_is_old(emb):
+    """The gate refuses, and its message says how many candidates beyond the cut would have switched it on:
+    exactly the fewest for which the gate's own test, corrected as the gate corrects it, reaches its bar."""
     result = novelty_scores(emb["reference"], emb["same"])
     assert not result.usable
     assert result.gate and "expected" in result.gate
     assert "look like the reference" in result.message
+    needed = int(re.search(r"(\d+) of them beyond the cut would have been enough", result.message).group(1))
+    n_old, n_cand = len(result.holdout_score), len(result.p_value)
+    j_cut = novelty.tail_levels(n_old, result.false_novel_rate)[-1]
+
+    def gate_p(beyond: int) -> float:
+        p_value = np.r_[np.full(beyond, j_cut / (n_old + 1)), np.ones(n_cand - beyond)]
+        return novelty.excess_test(p_value, n_old, result.false_novel_rate)[0] * len(result.views)
+
+    assert gate_p(needed) <= novelty.GATE_SIGNIFICANCE < gate_p(needed - 1)
+    assert needed > round(result.novel_share * n_cand)
     # About the false-novel rate of the old candidates is called novel, as the held-out rows predict.
     assert result.novel_share <= 0.12  # measured 0.067
 
