@@ -55,7 +55,8 @@ from sft_assets.core.cache import RowCache, namespace_for  # noqa: E402
 from sft_assets.core.embed import load_sentence_model  # noqa: E402
 from sft_assets.core.embedding_cache import embed_with_cache  # noqa: E402
 from sft_assets.core.novelty import (FALSE_NOVEL_RATE, FOCUS, GATE_SIGNIFICANCE, HOLDOUT_FRACTION,  # noqa: E402
-                                     conformal_p, excess_test, most_like_reference, novel_mask, novelty_scores)
+                                     conformal_p, excess_test, most_like_reference, novel_mask, novelty_scores,
+                                     tail_levels)
 from sft_assets.core.readers import read_file  # noqa: E402
 from sft_assets.core.records import detect_lang, embedding_texts  # noqa: E402
 
@@ -284,7 +285,7 @@ def target_bound(n_same: int, share: float, n_old: int, views: int) -> tuple[flo
     gate's bar, no gate at that false-on rate lets every signal that meets the targets through: the excess at
     the cut is within the noise of how many old candidates fall beyond it."""
     n_foreign = round(n_same * share / (1 - share))
-    j_cut = math.floor(FALSE_NOVEL_RATE * (n_old + 1) + 1e-9)
+    j_cut = tail_levels(n_old, FALSE_NOVEL_RATE)[-1]
     beyond = round(FALSE_NOVEL_RATE * n_same) + math.ceil(0.8 * n_foreign)
     p_value = np.r_[np.full(beyond, j_cut / (n_old + 1)), np.ones(n_same + n_foreign - beyond)]
     return min(1.0, excess_test(p_value, n_old, FALSE_NOVEL_RATE)[0] * views), float(
