@@ -254,6 +254,13 @@ def needed_at_cut(n_cand: int, n_old: int, rate: float, significance: float, vie
     return int(nhypergeom.isf(bar, n_old + n_cand, n_cand, levels[-1])) + 1
 
 
+def enough_to_prove(n_cand: int, n_old: int, rate: float, significance: float, views: int) -> str:
+    """A refused gate's last words: how many candidates beyond the cut would have switched it on."""
+    needed = needed_at_cut(n_cand, n_old, rate, significance, views)
+    return (f"{needed} of them beyond the cut would have been enough" if needed <= n_cand
+            else f"not even all {n_cand} beyond the cut would have been enough")
+
+
 def excess_test(p_value: np.ndarray, n_old: int, rate: float) -> tuple[float, int, float]:
     """One-sided p-value that more candidates lie beyond the ``n_old`` old rows than old rows would:
     the smallest over the cut and the far tail (beyond every old row), Bonferroni-corrected.
@@ -353,16 +360,14 @@ def novelty_scores(
     share = at_cut / n_cand
     gate = None if usable else f"{share:.1%} novel, {false_novel_rate:.0%} expected (p={gate_p:.2g})"
     null, scores = split[view]
-    needed = needed_at_cut(n_cand, len(null), false_novel_rate, gate_significance, len(split))
-    enough = (f"{needed} of them beyond the cut would have been enough" if needed <= n_cand
-              else f"not even all {n_cand} beyond the cut would have been enough")
     message = (
         f"view: {view} ({', '.join(f'{n} {tested[n][0][1]}' for n in split)} of {n_cand} candidates less like "
         f"the reference than {1 - false_novel_rate:.0%} of {len(null)} old rows ({n_held} held-out reference "
         f"rows{'' if len(null) == n_held else ' and each compared reference row against the others'}); old rows "
         f"alone would put about {expected:.0f} there; excess p={gate_p:.2g}"
         + ("" if usable else f" > {gate_significance:g}: the candidates look like the reference, no novelty "
-                             f"filtering; {enough}") + ")")
+                             f"filtering; " + enough_to_prove(n_cand, len(null), false_novel_rate,
+                                                              gate_significance, len(split))) + ")")
     return NoveltyResult(score=scores, p_value=p_cand, holdout_score=null, auc=auc, usable=usable, gate=gate,
                          view=view, views={n: (c, h) for n, (h, c) in split.items()}, k_folds=folds,
                          false_novel_rate=false_novel_rate, novel_share=share, gate_p=gate_p, message=message)
