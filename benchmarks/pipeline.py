@@ -1,6 +1,6 @@
 """The whole pipeline through Dagster: every asset on the shared corpora from an empty warehouse, then one new file.
 
-    .venv/bin/python benchmarks/pipeline.py [--files N] [--work DIR [--force]] [--no-incremental]
+    .venv/bin/python benchmarks/pipeline.py [--files N] [--work DIR [--force]] [--no-incremental] [--baseline COMMIT]
 
 Copies the corpus files (all but ``--hold-out``) into ``<work>/raw`` (the raw
 root refuses links that point outside it), then runs ``python -m sft_assets
@@ -29,6 +29,11 @@ under load, mostly model loading and the quality model's training:
 
 (With the default hold-out the incremental step of a smoke run scores most of
 its 2,916 rows with the language model: half an hour or more.)
+
+``--baseline COMMIT`` first runs the same full run with that commit's code (``git archive`` into
+``<work>/baseline/code``, its own empty warehouse under ``<work>/baseline``), on the same files, in the same
+process, then this checkout's: the speed-up of this checkout over an earlier main, measured side by side
+(``baseline`` and ``speedup`` in the results; the baseline part is written as soon as it ends).
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ HOLD_OUT = "alpaca_en/alpaca_data-27270-30186.json"
 PREFERENCE_FILES = "hh_rlhf/*"
 TARGET_FULL_S = 900
 TARGET_INCREMENTAL_RATIO = 0.10
+TARGET_SPEEDUP = 2.5  # over the main of the time the speed target was set (e00a9d6)
 MARKER = ".pipeline-benchmark"  # --force wipes only a folder this benchmark made
 # The CLI's progress line per phase ("score_corpus ━━━ 17/17 files …") and its summary's "elapsed" line.
 PHASE_PROGRESS = re.compile(r"^(\w+) \S* ?(\d+)/(\d+) files\b")
@@ -100,27 +106,32 @@ def copy_files(corpora: Path, relpaths: list[str], raw: Path) -> None:
         shutil.copy2(corpora / relpath, target)
 
 
-def child_env(work: Path, corpora: Path) -> dict[str, str]:
+def child_env(work: Path, corpora: Path, data: Path | None = None, code: Path = REPO) -> dict[str, str]:
     """The parent's environment without any SFT_ASSETS_* override, so warehouse, catalog, exports and the
-    row cache all start empty under the work folder."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SFT_ASSETS_") and k != "DAGSTER_HOME"}
+    row cache all start empty under ``data`` (default ``<work>/data``); the package is imported from ``code``
+    (put first on the path: an editable install of this checkout would otherwise win)."""
+    data = data or work / "data"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SFT_ASSETS_") and k not in ("DAGSTER_HOME", "PYTHONPATH")}
     env.update(
-        SFT_ASSETS_DATA=str(work / "data"),
+        SFT_ASSETS_DATA=str(data),
         SFT_ASSETS_RAW_ROOT=str(work / "raw"),
         SFT_ASSETS_CURATED_ROOT=str(corpora / "self_instruct"),
-        DAGSTER_HOME=str(work / "data" / "dagster_home"),
+        DAGSTER_HOME=str(data / "dagster_home"),
+        PYTHONPATH=str(code),
         PYTHONUNBUFFERED="1",  # the phase lines reach the console as they happen
     )
     return env
 
 
 def run_cli(env: dict[str, str], log: Path) -> dict:
-    """``python -m sft_assets run`` in a child: its output teed to ``log``; wall, CPU and peak RSS of that child."""
+    """``python -m sft_assets run`` in a child (from ``env``'s PYTHONPATH): its output teed to ``log``; wall,
+    CPU and peak RSS of that child."""
     command = [sys.executable, "-m", "sft_assets", "run"]
     started_at, started = time.time(), time.perf_counter()
     lines = []
     with log.open("w", encoding="utf-8") as sink:
-        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(command, cwd=env["PYTHONPATH"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, encoding="utf-8", errors="replace")
         for line in proc.stdout:
             sys.stdout.write(line)
@@ -334,6 +345,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-incremental", action="store_true")
     parser.add_argument("--files", type=int, help="a smoke run: only the N smallest files, plus hh_rlhf "
                         "(the quality model's preference pairs); default all")
+    parser.add_argument("--baseline", metavar="COMMIT", help="first the full run with this commit's code "
+                        "(e.g. e00a9d6, the main when the speed target was set), then this checkout's: the speed-up")
     parser.add_argument("--outcome-of", type=Path, metavar="WORK", help="run nothing: write only what the "
                         "warehouse a run left under WORK holds (no timings), e.g. after a run resumed by hand")
     return parser.parse_args()
@@ -345,16 +358,40 @@ def with_targets(full: dict, incremental: dict) -> dict:
                           "target": TARGET_INCREMENTAL_RATIO, "target_met": ratio < TARGET_INCREMENTAL_RATIO}
 
 
+def baseline_run(commit: str, work: Path, corpora: Path) -> dict:
+    """The full run with ``commit``'s code, exported from git, on its own empty warehouse."""
+    resolved = subprocess.run(["git", "rev-parse", "--verify", f"{commit}^{{commit}}"], cwd=REPO,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    code = work / "baseline" / "code"
+    code.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", resolved], cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+    env = child_env(work, corpora, data=work / "baseline" / "data", code=code)
+    print(f"baseline: {resolved[:12]}'s code in {code}; log: {work / 'baseline' / 'run-full.log'}")
+    full, _ = measured_run(env, work / "baseline" / "run-full.log", set())
+    return {"commit": resolved, "code": str(code), "full": full}
+
+
+def speedup(baseline: dict, full: dict) -> dict:
+    ratio = baseline["full"]["wall_s"] / full["wall_s"]
+    return {"ratio": ratio, "target": TARGET_SPEEDUP, "target_met": ratio >= TARGET_SPEEDUP}
+
+
 def report(result: dict) -> str:
-    """The tables and the verdicts on both targets."""
+    """The tables and the verdicts on the targets."""
     full = result["full"]
     parts = [markdown(f"Full run, {result['files']} files", full)]
+    if base := result.get("baseline"):
+        parts.insert(0, markdown(f"Baseline full run, code at {base['commit'][:12]}", base["full"]))
     if inc := result.get("incremental"):
         parts.append(markdown(f"Incremental, + {result['hold_out']}", inc))
         parts.append(f"incremental / full = {inc['ratio']:.1%} (target < {inc['target']:.0%}: "
                      f"{'met' if inc['target_met'] else 'not met'})")
     parts.append(f"full run {fmt(full['wall_s'])} s (target < {TARGET_FULL_S} s: "
                  f"{'met' if result['target_met'] else 'not met'})")
+    if up := result.get("speedup"):
+        parts.append(f"speed-up over {result['baseline']['commit'][:12]}: {up['ratio']:.2f}x "
+                     f"(target >= {up['target']}x: {'met' if up['target_met'] else 'not met'})")
     return "\n\n".join(parts)
 
 
@@ -385,10 +422,15 @@ def main() -> None:
         "target_full_s": TARGET_FULL_S,
     }
     print(f"{len(relpaths)} files copied to {work / 'raw'} ({args.hold_out} held out); log: {work / 'run-full.log'}")
+    if args.baseline:
+        result["baseline"] = baseline_run(args.baseline, work, corpora)
+        bench_env.write_result(args.out, result)  # kept should the run below fail
 
     full, runs = measured_run(env, work / "run-full.log", set())
     result |= {"rows_ingested": asset_rows(full, "raw_records"), "full": full,
                "target_met": full["wall_s"] < TARGET_FULL_S, "outcome": outcome(work / "data")}
+    if args.baseline:
+        result["speedup"] = speedup(result["baseline"], full)
     if not args.no_incremental:
         copy_files(corpora, [args.hold_out], work / "raw")
         result["incremental"] = with_targets(full, measured_run(env, work / "run-incremental.log", runs)[0])
