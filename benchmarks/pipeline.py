@@ -18,7 +18,7 @@ instance: the incremental rebuild, whose target is under 10 % of the full run's
 wall time.
 
 Writes benchmarks/results/pipeline.json and prints markdown tables for the
-README. The whole corpora take an hour or more on a 2-core machine without
+README. The whole corpora take half an hour to an hour on a 2-core machine without
 AMX (the last run's figures: benchmarks/results/pipeline.json). A smoke run takes the
 ``--files N`` smallest files plus ``hh_rlhf`` (the quality model cannot train
 without its pairs); with a small hold-out as well it takes about 6 minutes
@@ -358,14 +358,20 @@ def with_targets(full: dict, incremental: dict) -> dict:
                           "target": TARGET_INCREMENTAL_RATIO, "target_met": ratio < TARGET_INCREMENTAL_RATIO}
 
 
-def baseline_run(commit: str, work: Path, corpora: Path) -> dict:
-    """The full run with ``commit``'s code, exported from git, on its own empty warehouse."""
+def export_commit(commit: str, code: Path) -> str:
+    """``commit``'s tracked files into ``code`` (made here); its full hash."""
     resolved = subprocess.run(["git", "rev-parse", "--verify", f"{commit}^{{commit}}"], cwd=REPO,
                               capture_output=True, text=True, check=True).stdout.strip()
-    code = work / "baseline" / "code"
     code.mkdir(parents=True)
     archive = subprocess.run(["git", "archive", resolved], cwd=REPO, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+    return resolved
+
+
+def baseline_run(commit: str, work: Path, corpora: Path) -> dict:
+    """The full run with ``commit``'s code, exported from git, on its own empty warehouse."""
+    code = work / "baseline" / "code"
+    resolved = export_commit(commit, code)
     env = child_env(work, corpora, data=work / "baseline" / "data", code=code)
     print(f"baseline: {resolved[:12]}'s code in {code}; log: {work / 'baseline' / 'run-full.log'}")
     full, _ = measured_run(env, work / "baseline" / "run-full.log", set())

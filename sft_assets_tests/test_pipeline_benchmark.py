@@ -1,7 +1,9 @@
 """benchmarks/pipeline.py's per-asset breakdown, read from the event log of a real build of the sample."""
 
 import importlib.util
+import subprocess
 import sys
+from pathlib import Path
 
 from sft_assets.core.storage import Warehouse
 from sft_assets_tests.conftest import REPO
@@ -58,3 +60,20 @@ def test_phases_come_from_the_progress_display_and_the_closing_summary():
         {"phase": "analyze_pool", "seconds": 492.7},
         {"phase": "score_corpus", "partitions": 17, "seconds": 1845.4},
         {"phase": "select_and_export", "seconds": 8.5}]
+
+
+def test_a_baseline_run_imports_the_exported_commit_not_this_checkout(tmp_path, monkeypatch):
+    """``--baseline``: the child must run the exported commit's package, though this checkout is installed
+    (an editable install) and on the parent's PYTHONPATH."""
+    bench = _benchmark()
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    code = tmp_path / "baseline" / "code"
+    head = bench.export_commit("HEAD", code)
+    assert len(head) == 40 and (code / "sft_assets" / "__init__.py").is_file()
+    env = bench.child_env(tmp_path, REPO.parent / "shared" / "corpora", data=tmp_path / "baseline" / "data",
+                          code=code)
+    printed = subprocess.run([sys.executable, "-c", "import sft_assets; print(sft_assets.__file__)"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
+    assert Path(printed.strip()).resolve().is_relative_to(code.resolve())
+    assert env["SFT_ASSETS_DATA"] == str(tmp_path / "baseline" / "data")
+    assert env["DAGSTER_HOME"] == str(tmp_path / "baseline" / "data" / "dagster_home")
