@@ -32,7 +32,7 @@ its 2,916 rows with the language model: half an hour or more.)
 
 ``--baseline COMMIT`` first runs the same full run with that commit's code (``git archive`` into
 ``<work>/baseline/code``, its own empty warehouse under ``<work>/baseline``), on the same files, in the same
-process, then this checkout's: the speed-up of this checkout over an earlier main, measured side by side
+invocation, then this checkout's: the speed-up of this checkout over an earlier main, measured side by side
 (``baseline`` and ``speedup`` in the results; the baseline part is written as soon as it ends).
 """
 
@@ -372,9 +372,9 @@ def baseline_run(commit: str, work: Path, corpora: Path) -> dict:
     """The full run with ``commit``'s code, exported from git, on its own empty warehouse."""
     code = work / "baseline" / "code"
     resolved = export_commit(commit, code)
-    env = child_env(work, corpora, data=work / "baseline" / "data", code=code)
-    print(f"baseline: {resolved[:12]}'s code in {code}; log: {work / 'baseline' / 'run-full.log'}")
-    full, _ = measured_run(env, work / "baseline" / "run-full.log", set())
+    env, log = child_env(work, corpora, data=work / "baseline" / "data", code=code), work / "baseline" / "run-full.log"
+    print(f"baseline: {resolved[:12]}'s code in {code}; log: {log}")
+    full, _ = measured_run(env, log, set())
     return {"commit": resolved, "code": str(code), "full": full}
 
 
