@@ -41,9 +41,11 @@ import unicodedata
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import polars as pl
 import scipy.sparse as sp
 
 METHODS = ("embedding", "tfidf")
+TEXT_ONLY_METHODS = ("tfidf",)  # clusters that follow from the texts alone (embeddings depend on a model)
 SKETCH_DIMS = 48  # principal directions in the pruning sketch (plus one residual coordinate)
 _BOUND_SLACK = 1e-4  # covers float32 rounding in the sketch products
 _DENSE_FALLBACK = 16  # confirm by a full product when over 1/16 of the pairs survive the bound
@@ -148,6 +150,26 @@ def near_duplicate_clusters(
             raise ValueError("method 'tfidf' needs texts")
         return leader_clusters(tfidf_vectors(texts), threshold, block)
     raise ValueError(f"unknown near-dedup method {method!r}; expected one of {METHODS}")
+
+
+def clustering_key(method: str, threshold: float, version: str, texts: Sequence[str]) -> str:
+    """What a part's clusters follow from: the rule and a digest of its ordered texts."""
+    digest = hashlib.blake2b("\x00".join(texts).encode(), digest_size=8).hexdigest()
+    return f"{method}, cosine >= {threshold}, v{version}, texts {digest}"
+
+
+def previous_clusters(previous: pl.DataFrame | None, key: str, ids: pl.Series) -> tuple[np.ndarray, np.ndarray] | None:
+    """The clusters an earlier near-dedup table holds for rows ``ids`` under ``key`` (``clustering_key``),
+    as ``leader_clusters`` returns them; None when it holds none for exactly these rows in this order.
+    The leader rule depends only on the rule and the ordered texts, so equal keys give equal clusters."""
+    if previous is None or "clustered_by" not in previous.columns:
+        return None
+    before = previous.filter(pl.col("clustered_by") == key)
+    if not before["record_id"].equals(ids):
+        return None
+    position = pl.DataFrame({"leader_id": ids, "leader": np.arange(ids.len())})
+    leader = before.select("leader_id").join(position, on="leader_id", how="left", maintain_order="left")["leader"]
+    return leader.to_numpy(), before["similarity"].to_numpy().astype(np.float32)
 
 
 def _resolve_block(lo, cand_r, cand_c, cand_s, leader_index, similarity) -> None:

@@ -7,7 +7,9 @@ import numpy as np
 import polars as pl
 
 from sft_assets.core.embed import count_truncated
-from sft_assets.core.dedup import exact_duplicate_of, near_duplicate_clusters
+from sft_assets.core.dedup import (
+    TEXT_ONLY_METHODS, clustering_key, exact_duplicate_of, near_duplicate_clusters, previous_clusters,
+)
 from sft_assets.core.embedding_cache import embed_with_cache, embeddings_frame
 from sft_assets.core.kcenter import (
     balanced_caps, covering_radius, extend_k_center, k_center_greedy, random_radius,
@@ -22,7 +24,7 @@ from sft_assets.defs.metadata import markdown_table, table_metadata
 from sft_assets.defs.models import EmbeddingModel
 from sft_assets.defs.partitions import corpus_partitions
 from sft_assets.defs.resources import WarehouseResource
-from sft_assets.defs.versions import ids_version
+from sft_assets.defs.versions import CODE_VERSIONS, ids_version
 
 ALL_CORPORA = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
 SELECTABLE = ("sft", "multiple_choice")
@@ -156,23 +158,35 @@ class NearDedupConfig(dg.Config):
     "Chinese rows by character TF-IDF, the rest by sentence embeddings (config `method`).",
 )
 def near_duplicates(config: NearDedupConfig, candidate_pool: pl.DataFrame,
-                    embeddings: EmbeddingVectors):
+                    embeddings: EmbeddingVectors, warehouse: WarehouseResource):
     pool = candidate_pool.filter(pl.col("exact_duplicate_of").is_null())
     started = time.perf_counter()
     leader = np.arange(pool.height)
     similarity = np.ones(pool.height, dtype=np.float32)
+    clustered_by = np.empty(pool.height, dtype=object)
+    store = warehouse.warehouse()
+    previous = store.read("near_duplicates") if store.exists("near_duplicates") else None
+    reused = []
     for method, rows in config.methods(pool["lang"]).items():
         if rows.size == 0:
             continue
         part = pool[rows]
-        found, sims = near_duplicate_clusters(
-            method, threshold=config.threshold, texts=part["text"].to_list(),
-            embeddings=pool_vectors(part, embeddings) if method == "embedding" else None)
+        texts = part["text"].to_list()
+        clustered_by[rows] = key = clustering_key(method, config.threshold, CODE_VERSIONS["near_duplicates"], texts)
+        same = previous_clusters(previous, key, part["record_id"]) if method in TEXT_ONLY_METHODS else None
+        if same is not None:
+            found, sims = same
+            reused.append(method)
+        else:
+            found, sims = near_duplicate_clusters(
+                method, threshold=config.threshold, texts=texts,
+                embeddings=pool_vectors(part, embeddings) if method == "embedding" else None)
         leader[rows], similarity[rows] = rows[found], sims
     ids = pool["record_id"]
     frame = pool.select("record_id", "corpus", "dataset", "text").with_columns(
         leader_id=ids.gather(leader),
         similarity=pl.Series(similarity, dtype=pl.Float32),
+        clustered_by=pl.Series(clustered_by.tolist(), dtype=pl.String),
     ).with_columns(
         near_duplicate_of=pl.when(pl.col("leader_id") != pl.col("record_id")).then("leader_id"),
     )
@@ -186,6 +200,7 @@ def near_duplicates(config: NearDedupConfig, candidate_pool: pl.DataFrame,
         "method": config.method,
         "near_duplicates": dups.height,
         "seconds": round(time.perf_counter() - started, 2),
+        "reused": ", ".join(reused) or "nothing: every part clustered anew",
         "rate_per_dataset": dg.MetadataValue.md(markdown_table(rate, rows=100)),
         "example_pairs_at_the_threshold": dg.MetadataValue.md(markdown_table(pairs, rows=8)),
     })

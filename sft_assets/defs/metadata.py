@@ -47,6 +47,7 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "near_duplicate_of": "record_id of the near-duplicate cluster's leader (cosine >= threshold); null for a leader.",
     "similarity": "Cosine similarity to the cluster leader.",
     "leader_id": "record_id of the cluster leader this row was compared with.",
+    "clustered_by": "How the row's near-duplicate cluster was found: method, threshold, code version, digest of the texts.",
     "topic": "Topic used for balancing: the known category, else a k-means topic id.",
     "topic_label": "Top TF-IDF terms of the row's k-means topic.",
     "cluster_id": "k-means cluster index; -1 where a known category is used instead.",

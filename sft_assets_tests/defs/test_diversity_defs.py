@@ -9,6 +9,7 @@ from sft_assets.core.embed import embed_texts, load_sentence_model
 from sft_assets.core.records import embedding_texts
 from sft_assets.core.vectors import EmbeddingVectors
 from sft_assets.defs.diversity import NearDedupConfig, near_duplicates
+from sft_assets.defs.resources import WarehouseResource
 
 
 @pytest.fixture(scope="module")
@@ -20,18 +21,50 @@ def zh_pool(read_corpus):
     return pool, EmbeddingVectors((pool["record_id"],), (vectors,))
 
 
-def _rate(config, pool, embeddings) -> float:
-    frame = near_duplicates(config, candidate_pool=pool, embeddings=embeddings).value
-    return frame["near_duplicate_of"].is_not_null().mean()
+def _near(config, pool, embeddings, warehouse):
+    result = near_duplicates(config, candidate_pool=pool, embeddings=embeddings, warehouse=warehouse)
+    return result.value, result.metadata["reused"].value
 
 
-def test_auto_reads_chinese_by_characters(zh_pool):
+def _rate(config, pool, embeddings, tmp_path) -> float:
+    warehouse = WarehouseResource(base_uri=str(tmp_path / "warehouse"), catalog_path=str(tmp_path / "catalog.duckdb"))
+    return _near(config, pool, embeddings, warehouse)[0]["near_duplicate_of"].is_not_null().mean()
+
+
+def test_auto_reads_chinese_by_characters(zh_pool, tmp_path):
     pool, embeddings = zh_pool
     assert set(pool["lang"]) == {"zh"}
-    by_minilm = _rate(NearDedupConfig(method="embedding"), pool, embeddings)
-    by_auto = _rate(NearDedupConfig(), pool, embeddings)
+    by_minilm = _rate(NearDedupConfig(method="embedding"), pool, embeddings, tmp_path)
+    by_auto = _rate(NearDedupConfig(), pool, embeddings, tmp_path)
     assert by_minilm > 0.05  # unrelated Chinese instructions collapse in MiniLM's space (36% on all alpaca_zh)
     assert by_auto < by_minilm / 5
+
+
+def test_tfidf_clusters_are_reused_only_for_the_same_texts_and_rule(zh_pool, tmp_path):
+    """A new English file leaves the Chinese rows as they were: their TF-IDF clusters are read back, not
+    recomputed. Other rows, another order or another threshold cluster anew."""
+    pool, embeddings = zh_pool
+    warehouse = WarehouseResource(base_uri=str(tmp_path / "warehouse"), catalog_path=str(tmp_path / "catalog.duckdb"))
+    store = warehouse.warehouse()
+    config = NearDedupConfig(threshold=0.3)  # low enough that these 400 rows have clusters to reuse
+    first, reused = _near(config, pool, embeddings, warehouse)
+    assert reused.startswith("nothing") and first["near_duplicate_of"].is_not_null().sum() > 5
+    store.write(first, "near_duplicates")
+    again, reused = _near(config, pool, embeddings, warehouse)
+    assert reused == "tfidf" and again.equals(first)
+
+    # the earlier table is really what is read: a planted pointer comes back
+    planted = first.with_columns(similarity=pl.when(pl.int_range(pl.len()) == 0).then(0.25).otherwise("similarity"))
+    store.write(planted, "near_duplicates")
+    assert _near(config, pool, embeddings, warehouse)[0]["similarity"][0] == 0.25
+
+    for changed, rows in ((NearDedupConfig(threshold=0.35), pool), (config, pool.reverse()), (config, pool.slice(1)),
+                          (config, pool.with_columns(text=pl.col("text") + "!"))):
+        fresh, _ = _near(changed, rows, embeddings, WarehouseResource(
+            base_uri=str(tmp_path / "fresh"), catalog_path=str(tmp_path / "fresh.duckdb")))
+        store.write(first, "near_duplicates")
+        recomputed, reused = _near(changed, rows, embeddings, warehouse)
+        assert reused.startswith("nothing") and recomputed.equals(fresh)
 
 
 def test_auto_keeps_languages_apart():
