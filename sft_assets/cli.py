@@ -112,6 +112,13 @@ def with_followers(graph, keys: list[dg.AssetKey], selection: set[dg.AssetKey]) 
     return selected
 
 
+def settled(graph, keys: list[dg.AssetKey], selection: set[dg.AssetKey]) -> bool:
+    """Whether a run of ``selection`` leaves nothing of the phase to recheck: it holds every phase asset
+    downstream of its members. Only an asset that states its own data version (``with_followers`` stops
+    there) can leave a child out, and only then can the run make one unsynced."""
+    return all(child in selection for key in selection for child in graph.get(key).child_keys if child in keys)
+
+
 def _pool_inputs_moved(instance: dg.DagsterInstance, graph, keys: list[dg.AssetKey], removed: list[str]
                        ) -> set[dg.AssetKey]:
     """Pool-wide assets reading every partition of a file-partitioned input that Dagster cannot see change:
@@ -267,6 +274,8 @@ def _run_phase(name: str, per_corpus: bool, defs: dg.Definitions, instance: dg.D
                 rows += _rows(result, "raw_records" if name == "update_corpus" else "quality_labels")
                 if not per_corpus:
                     progress.advance(task, len(selection))
+                if settled(graph, keys, selection):
+                    break
                 done, after = selection, _resolver(instance, graph)
                 selection = set().union(*(with_followers(graph, keys, unsynced(instance, graph, keys, p, resolver=after)
                                                          - done) for p in batch))

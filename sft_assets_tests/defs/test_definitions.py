@@ -59,3 +59,21 @@ def test_selection_report_runs_on_request_only(tmp_path):
     assert node.automation_condition is None and node.group_name == "evaluation"
     for job in defs.jobs or []:
         assert dg.AssetKey("selection_report") not in defs.resolve_job_def(job.name).asset_layer.executable_asset_keys
+
+
+def test_a_phase_run_is_rechecked_only_below_an_asset_that_states_its_own_version(tmp_path):
+    """After a run, `sft-assets run` asks Dagster what is still unsynced only where the run could have left a
+    phase asset behind: below the curated reference, whose own version decides whether novelty reruns."""
+    from sft_assets.cli import settled, with_followers
+
+    defs = build_defs(Settings.under(tmp_path))
+    graph = defs.resolve_asset_graph()
+    phase = {name: sorted(defs.resolve_job_def(name).asset_layer.selected_asset_keys)
+             for name in ("analyze_pool", "score_corpus")}
+    labels, reference = dg.AssetKey("quality_labels"), dg.AssetKey("curated_reference")
+    assert settled(graph, phase["score_corpus"], with_followers(graph, phase["score_corpus"], {labels}))
+    assert not settled(graph, phase["score_corpus"], {labels})  # its perplexities would be left out
+    below_reference = with_followers(graph, phase["analyze_pool"], {reference})
+    assert below_reference == {reference} and not settled(graph, phase["analyze_pool"], below_reference)
+    rerun = with_followers(graph, phase["analyze_pool"], below_reference | graph.get(reference).child_keys)
+    assert dg.AssetKey("novelty_scores") in rerun and settled(graph, phase["analyze_pool"], rerun)
