@@ -8,15 +8,24 @@ distribution) plus foreign rows planted at 1 %, 5 % and 20 % of the candidates, 
 - alpaca_eval instructions (user-oriented and chat requests: the hard case).
 For each, the ranking AUC of the novelty score (foreign against same-distribution candidates), the share of
 foreign rows called novel at the default cut, the share of same-distribution rows called novel, the view
-chosen and the gate's decision; the same figures for each view alone. Also:
+used (the combined view: the reference is large), the view the gate tested and its decision; the same
+figures for each view alone.
+Also:
 - focus: the focused view's classifier trained on every candidate (focus 1.0: the plain classifier) against
   smaller shares of the candidates least like the reference by kNN (``core.novelty.FOCUS``), at 1 % and 5 %;
 - null: candidates are same-distribution only (the gate must refuse);
-- draw seeds: the 1 % and 5 % cases and the null case under several draws of the held-out rows (``--seeds``),
+- draw seeds: the 1 % and 5 % cases (and 20 % at the default held-out share) and the null case under several
+  draws of the held-out rows (``--seeds``),
   for the default share of the reference held out and for others (``--holdout-fractions``), and with the
   held-out rows alone as old rows (without the kNN views' compared reference rows); per draw the AUC, recall
-  and same-distribution share of the view used, and per case the draws that meet the targets (AUC >= 0.9,
+  and same-distribution share of the view used and of the single view with the strongest excess (the gate's
+  view, which ranks with a small reference), and per case the draws that meet the targets (AUC >= 0.9,
   >= 80 % of foreign rows novel, <= 10 % of the rest) and how many of those the gate let through;
+- ranking: those per-case summaries side by side, view used against the gate's view, at the default held-out
+  share and in the larger pool;
+- reference sizes: the same two side by side against 175 (the shared corpora's curated seeds), 500, 1,000 and
+  4,000 alpaca_en reference rows, which decides when the combined view's held-out rows are enough for it to
+  rank and cut (``COMBINED_MIN_TAIL_ROWS``);
 - null splits: random reference/candidate splits of alpaca_en (``--null-splits``): how often the gate fires
   and what share is called novel when every candidate is old, with and without the compared reference rows;
 - larger pool: the 1 % cases and the null case over the same draws with 20,000 unseen alpaca_en rows as the
@@ -114,20 +123,39 @@ def called_novel(scores: np.ndarray, holdout: np.ndarray) -> np.ndarray:
     return novel_mask(conformal_p(scores, holdout))
 
 
+def figures_of(scores: np.ndarray, holdout: np.ndarray, is_foreign: np.ndarray) -> dict:
+    """Ranking AUC (foreign = novel = low score), foreign recall and same-distribution share at the cut."""
+    novel = called_novel(scores, holdout)
+    return {"auc": round(float(roc_auc_score(~is_foreign, scores)), 3),
+            "foreign_called_novel": round(float(novel[is_foreign].mean()), 3),
+            "same_called_novel": round(float(novel[~is_foreign].mean()), 3)}
+
+
 def figures(result, is_foreign: np.ndarray, views: bool = True) -> dict:
-    """Ranking AUC (foreign = novel = low score), foreign recall and same-distribution share at the cut, for the
-    view used (and, with ``views``, for each view)."""
+    """``figures_of`` the view used (and, with ``views``, of each view)."""
     def one(scores, holdout):
-        novel = called_novel(scores, holdout)
-        return {"auc": round(float(roc_auc_score(~is_foreign, scores)), 3),
-                "foreign_called_novel": round(float(novel[is_foreign].mean()), 3),
-                "same_called_novel": round(float(novel[~is_foreign].mean()), 3)}
+        return figures_of(scores, holdout, is_foreign)
 
     if not views:
         return one(result.score, result.holdout_score)
-    return {**one(result.score, result.holdout_score), "view": result.view, "gate_usable": result.usable,
+    return {**one(result.score, result.holdout_score), "view": result.view, "gate_view": result.gate_view,
+            "gate_usable": result.usable,
             "gate_p": float(f"{result.gate_p:.3g}"), "classifier_cv_auc": round(result.auc, 3),
             "views": {name: one(*pair) for name, pair in result.views.items()}}
+
+
+def ranking_summary(runs: list[dict]) -> dict:
+    """Over the draws: mean and worst AUC, mean foreign recall, worst same-distribution share and the draws that
+    meet the targets, for the view used and for the single view with the strongest excess (the gate's)."""
+    out = {}
+    for label, pick in (("view_used", lambda r: r), ("strongest_single", lambda r: r["strongest_single"])):
+        rows = [pick(r) for r in runs]
+        out[label] = {"auc_mean": round(float(np.mean([r["auc"] for r in rows])), 3),
+                      "auc_min": min(r["auc"] for r in rows),
+                      "foreign_called_novel_mean": round(float(np.mean([r["foreign_called_novel"] for r in rows])), 3),
+                      "same_called_novel_max": max(r["same_called_novel"] for r in rows),
+                      "draws_meeting_targets": sum(meets_targets(r) for r in rows)}
+    return out
 
 
 def meets_targets(row: dict) -> bool:
@@ -262,19 +290,51 @@ def over_draw_seeds(emb: dict[str, np.ndarray], seeds: int, shares=SHARES[:2], s
         runs = []
         for seed in range(seeds):
             result = novelty_scores(reference, candidates, seed=seed, **options)
-            runs.append({"gate_usable": result.usable, "gate_p": float(f"{result.gate_p:.3g}"), "view": result.view,
-                         **(figures(result, is_foreign, views=False) if is_foreign.any()
-                            else {"same_called_novel": round(result.novel_share, 3)})})
+            run = {"gate_usable": result.usable, "gate_p": float(f"{result.gate_p:.3g}"), "view": result.view,
+                   "gate_view": result.gate_view}
+            if is_foreign.any():
+                run |= figures(result, is_foreign, views=False) | {"strongest_single": {
+                    "view": result.gate_view, **figures_of(*result.views[result.gate_view], is_foreign)}}
+            else:
+                run["same_called_novel"] = round(result.novel_share, 3)
+            runs.append(run)
         recalls = [r["foreign_called_novel"] for r in runs if "foreign_called_novel" in r]
         on_target = [r for r in runs if meets_targets(r)]
         out[label] = {"gate_on": sum(r["gate_usable"] for r in runs), "seeds": seeds,
                       "foreign_called_novel_min": min(recalls) if recalls else None,
                       "same_called_novel_max": max(r["same_called_novel"] for r in runs),
                       "draws_meeting_targets": len(on_target),
-                      "gate_on_where_targets_met": sum(r["gate_usable"] for r in on_target), "runs": runs}
+                      "gate_on_where_targets_met": sum(r["gate_usable"] for r in on_target),
+                      **({"ranking": ranking_summary(runs)} if recalls else {}), "runs": runs}
         print(f"  {label:15s} {options}: gate on in {out[label]['gate_on']} of {seeds} draws, targets met in "
               f"{len(on_target)} (gate on in {out[label]['gate_on_where_targets_met']} of those): "
               f"{[r['gate_p'] for r in runs]}", flush=True)
+    return out
+
+
+def reference_sizes(emb: dict[str, np.ndarray], seeds: int = 4, sizes=(175, 500, 1000, N_REFERENCE)) -> dict:
+    """Per reference size (the first rows of the reference) and case, over ``seeds`` draws: the figures of the
+    combined view and of the gate's view, and which ranked. The combined view's only old rows are the held-out
+    rows: with few of them its cut is little more than "beyond every held-out row"."""
+    cases = [("gsm8k", 0.01), ("gsm8k", 0.05), ("gsm8k", 0.2), ("alpaca_zh", 0.01), ("alpaca_eval", 0.05)]
+    out = {}
+    for size in sizes:
+        for name, share in cases:
+            candidates, is_foreign = planted_candidates(emb, name, share)
+            runs = []
+            for seed in range(seeds):
+                result = novelty_scores(emb["alpaca_en"][:size], candidates, seed=seed)
+                runs.append({"view": result.view, "combined": figures_of(*result.views["combined"], is_foreign),
+                             "gate_view": {"view": result.gate_view,
+                                           **figures_of(*result.views[result.gate_view], is_foreign)}})
+            row = {"held_out_rows": len(result.views["combined"][1]), "views_used": [r["view"] for r in runs]}
+            for label in ("combined", "gate_view"):
+                figs = [r[label] for r in runs]
+                row[label] = {key: round(float(np.mean([f[key] for f in figs])), 3)
+                              for key in ("auc", "foreign_called_novel", "same_called_novel")}
+                row[label]["auc_min"] = min(f["auc"] for f in figs)
+            out[f"reference={size} {name}@{share:.0%}"] = row
+            print(f"  reference {size} {name}@{share:.0%}: {row}", flush=True)
     return out
 
 
@@ -353,16 +413,22 @@ def main() -> None:
         "planted": rows,
         "focus": focus_sweep(emb),
         "null": null_case(emb),
-        "draw_seeds": {**{f"holdout_fraction={fraction:g}": over_draw_seeds(emb, args.seeds, holdout_fraction=fraction)
-                          for fraction in args.holdout_fractions},
+        "draw_seeds": {**{f"holdout_fraction={fraction:g}": over_draw_seeds(
+                          emb, args.seeds, shares=SHARES if fraction == args.holdout_fractions[0] else SHARES[:2],
+                          holdout_fraction=fraction) for fraction in args.holdout_fractions},
                        "held_out_rows_alone": over_draw_seeds(emb, args.seeds, reference_rows_as_old=False)},
         "null_splits": null_splits(emb, args.null_splits),
         "larger_pool": over_draw_seeds(emb, args.seeds, shares=SHARES[:1], same=emb["larger_pool"]),
-        "target_bounds": target_bounds(len(next(iter(plotted.values()))[0].views)),
+        "reference_sizes": reference_sizes(emb),
+        "target_bounds": target_bounds(len(next(iter(plotted.values()))[0].views) - 1),  # the gate's single views
         "reverse": reverse_mode(emb),
         "cost": cost(emb),
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
     }
+    default = results["draw_seeds"][f"holdout_fraction={args.holdout_fractions[0]:g}"]
+    results["ranking"] = {**{case: row["ranking"] for case, row in default.items() if "ranking" in row},
+                          **{f"{case} larger pool": row["ranking"] for case, row in results["larger_pool"].items()
+                             if "ranking" in row}}
     plot(plotted, args.out.parent / "novelty_scores.png")
     write_result(args.out, results)
     print(f"wrote {args.out}")

@@ -57,7 +57,7 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "radius": "Covering radius of the subset after this pick (cosine distance).",
     # novelty
     "novelty_prob": "Novelty p-value: share of old curated rows at most as like the curated set; null when gated.",
-    "novelty_score": "How much the row looks like the curated set (the gate's chosen view); higher = more alike.",
+    "novelty_score": "How much the row looks like the curated set (in the view named in the asset's metadata); higher = more alike.",
     "novelty_cut": "The false-novel rate the diverse subset and the selection cut novelty_prob at (novelty config).",
     "novelty_keep": "Which side of the novelty cut the datasets want: novel, like_reference, or all (no filtering).",
     # quality

@@ -49,9 +49,10 @@ class NoveltyConfig(dg.Config):
     k_folds: int = 5
     seed: int = 0
     false_novel_rate: float = FALSE_NOVEL_RATE
-    """Novel = less like the reference than (1 - this) of the old rows (held-out reference rows, and in the kNN
-    views every compared reference row scored against the others): about this share of rows like the
-    reference is wrongly called novel. The diverse subset and the selection cut here."""
+    """Novel = less like the reference than (1 - this) of the old rows in the view used (the combined view's
+    are the held-out reference rows; a single view's also every reference row it compares with, scored
+    against the others): about this share of rows like the reference is wrongly called novel. The diverse
+    subset and the selection cut here."""
     keep: Literal["novel", "like_reference", "all"] = "novel"
     """Which side of the cut the datasets want: novel rows, rows like the reference ("find more like my
     seeds"), or all (novelty scored and shown, never filtering). K-Center draws only from the wanted side."""
@@ -59,8 +60,9 @@ class NoveltyConfig(dg.Config):
     """Novelty filtering is on only when more candidates lie beyond the old rows than old rows would put
     there, at this significance."""
     holdout_fraction: float = HOLDOUT_FRACTION
-    """Share of the reference held out and scored as candidates (at most 2,000 rows): the classifier views'
-    old rows (the kNN views' also include the reference rows they compare with, each against the others)."""
+    """Share of the reference held out and scored as candidates (at most 2,000 rows): the old rows of the
+    combined view and the classifier views (the kNN views' also include the reference rows they compare with,
+    each against the others, which makes their excess, tested by the gate, easier to prove)."""
     method: Literal["embedding_logistic", "fine_tuned_classifier"] = "embedding_logistic"
     """fine_tuned_classifier: the seed's transformer judge, fine-tuned per fold on the texts (a GPU's job at
     pool scale); the default reads the embeddings the pool already has."""
@@ -108,11 +110,14 @@ def novelty_frame(record_ids: pl.Series, result: NoveltyResult, keep: str = "nov
     kinds={"scikitlearn", "parquet"},
     ins={"embeddings": ALL_CORPORA},
     description="Which pool rows are unlike the curated set: an out-of-fold adversarial classifier (curated = 1, "
-    "pool = 0; or a fine-tuned sequence classifier by config) and the kNN similarity to the curated rows, each "
-    "read against old rows: held-out curated rows scored as candidates, and for the kNN views every compared "
-    "curated row scored against the others. novelty_prob = the share of old rows at most as like the reference "
-    "(novel when <= false_novel_rate); null, with the reason in novelty_gate, when no more candidates lie beyond "
-    "the old rows than old rows would put there.",
+    "pool = 0; or a fine-tuned sequence classifier by config), the same trained on the rows least like the "
+    "curated set, and the kNN similarity and neighbour share to the curated rows, each read against old rows: "
+    "held-out curated rows scored as candidates, and for the kNN views every compared curated row scored against "
+    "the others. A combined view adds up the last three views' evidence and ranks and cuts once the curated set "
+    "holds enough held-out rows (about 1,000 curated rows); below that the view the gate tests does. "
+    "novelty_prob = the share of old rows at most as like the reference (novel when <= false_novel_rate); null, "
+    "with the reason in novelty_gate, when in no single view more candidates lie beyond the old rows than old "
+    "rows would put there.",
 )
 def novelty_scores(config: NoveltyConfig, candidate_pool: pl.DataFrame, embeddings: EmbeddingVectors,
                    curated_reference: pl.DataFrame):
@@ -135,6 +140,7 @@ def novelty_scores(config: NoveltyConfig, candidate_pool: pl.DataFrame, embeddin
         "novelty_filtering": (f"off: {result.gate}" if not result.usable else "off: keep is all"
                               if config.keep == "all" else f"on: keep {config.keep}"),
         "view": result.view or "",
+        "gate_view": result.gate_view or "",
         "called_novel": round(result.novel_share, 4),
         "false_novel_rate": result.false_novel_rate,
         "gate_p": result.gate_p,
