@@ -391,8 +391,9 @@ def novelty_scores(
         + ("" if usable else f" > {gate_significance:g}: the candidates look like the reference, no novelty "
                              f"filtering; " + enough_to_prove(n_cand, len(gate_null), false_novel_rate,
                                                               gate_significance, len(split))) + ")"
-        + ("" if view == gate_view else f"; ranked and cut by the combined view ({' + '.join(COMBINED_VIEWS)}, "
-                                        f"against the {n_held} held-out rows): {share:.1%} novel"))
+        + ("" if view == gate_view else f"; {'ranked and cut' if usable else 'it would be ranked and cut'} by the "
+                                        f"combined view ({' + '.join(COMBINED_VIEWS)}, against the {n_held} "
+                                        f"held-out rows): {share:.1%} novel"))
     return NoveltyResult(score=scores, p_value=p_cand, holdout_score=null, auc=auc, usable=usable, gate=gate,
                          view=view, gate_view=gate_view, views={n: (c, h) for n, (h, c) in views.items()},
                          k_folds=folds, false_novel_rate=false_novel_rate, novel_share=share, gate_p=gate_p,
