@@ -133,15 +133,12 @@ def figures_of(scores: np.ndarray, holdout: np.ndarray, is_foreign: np.ndarray) 
 
 def figures(result, is_foreign: np.ndarray, views: bool = True) -> dict:
     """``figures_of`` the view used (and, with ``views``, of each view)."""
-    def one(scores, holdout):
-        return figures_of(scores, holdout, is_foreign)
-
+    used = figures_of(result.score, result.holdout_score, is_foreign)
     if not views:
-        return one(result.score, result.holdout_score)
-    return {**one(result.score, result.holdout_score), "view": result.view, "gate_view": result.gate_view,
-            "gate_usable": result.usable,
+        return used
+    return {**used, "view": result.view, "gate_view": result.gate_view, "gate_usable": result.usable,
             "gate_p": float(f"{result.gate_p:.3g}"), "classifier_cv_auc": round(result.auc, 3),
-            "views": {name: one(*pair) for name, pair in result.views.items()}}
+            "views": {name: figures_of(*pair, is_foreign) for name, pair in result.views.items()}}
 
 
 def ranking_summary(runs: list[dict]) -> dict:
