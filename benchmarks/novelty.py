@@ -20,7 +20,9 @@ Also:
   held-out rows alone as old rows (without the kNN views' compared reference rows); per draw the AUC, recall
   and same-distribution share of the view used and of the single view with the strongest excess (the gate's
   view, which ranks with a small reference), and per case the draws that meet the targets (AUC >= 0.9,
-  >= 80 % of foreign rows novel, <= 10 % of the rest) and how many of those the gate let through;
+  >= 80 % of foreign rows novel, <= 10 % of the rest) and how many of those the gate let through; beside
+  each gate p-value, the one the former gate (the far tail and the cut alone, Bonferroni over the two) gives on
+  the same views (``far_tail_and_cut``);
 - ranking: those per-case summaries side by side, view used against the gate's view, at the default held-out
   share and in the larger pool;
 - reference sizes: the same two side by side against 175 (the shared corpora's curated seeds), 500, 1,000 and
@@ -64,8 +66,8 @@ from sft_assets.core.cache import RowCache, namespace_for  # noqa: E402
 from sft_assets.core.embed import load_sentence_model  # noqa: E402
 from sft_assets.core.embedding_cache import embed_with_cache  # noqa: E402
 from sft_assets.core.novelty import (FALSE_NOVEL_RATE, FOCUS, GATE_SIGNIFICANCE, HOLDOUT_FRACTION,  # noqa: E402
-                                     conformal_p, excess_test, most_like_reference, novel_mask, novelty_scores,
-                                     tail_levels)
+                                     conformal_p, excess_test, level_p, most_like_reference, novel_mask,
+                                     novelty_scores, tail_levels)
 from sft_assets.core.readers import read_file  # noqa: E402
 from sft_assets.core.records import detect_lang, embedding_texts  # noqa: E402
 
@@ -287,7 +289,8 @@ def over_draw_seeds(emb: dict[str, np.ndarray], seeds: int, shares=SHARES[:2], s
         runs = []
         for seed in range(seeds):
             result = novelty_scores(reference, candidates, seed=seed, **options)
-            run = {"gate_usable": result.usable, "gate_p": float(f"{result.gate_p:.3g}"), "view": result.view,
+            run = {"gate_usable": result.usable, "gate_p": float(f"{result.gate_p:.3g}"),
+                   "gate_p_far_tail_and_cut": float(f"{far_tail_and_cut_gate_p(result):.3g}"), "view": result.view,
                    "gate_view": result.gate_view}
             if is_foreign.any():
                 run |= figures(result, is_foreign, views=False) | {"strongest_single": {
@@ -297,16 +300,33 @@ def over_draw_seeds(emb: dict[str, np.ndarray], seeds: int, shares=SHARES[:2], s
             runs.append(run)
         recalls = [r["foreign_called_novel"] for r in runs if "foreign_called_novel" in r]
         on_target = [r for r in runs if meets_targets(r)]
-        out[label] = {"gate_on": sum(r["gate_usable"] for r in runs), "seeds": seeds,
+        out[label] = {"gate_on": sum(r["gate_usable"] for r in runs),
+                      "gate_on_far_tail_and_cut": sum(r["gate_p_far_tail_and_cut"] <= GATE_SIGNIFICANCE for r in runs),
+                      "seeds": seeds,
                       "foreign_called_novel_min": min(recalls) if recalls else None,
                       "same_called_novel_max": max(r["same_called_novel"] for r in runs),
                       "draws_meeting_targets": len(on_target),
                       "gate_on_where_targets_met": sum(r["gate_usable"] for r in on_target),
+                      "gate_on_where_targets_met_far_tail_and_cut": sum(
+                          r["gate_p_far_tail_and_cut"] <= GATE_SIGNIFICANCE for r in on_target),
                       **({"ranking": ranking_summary(runs)} if recalls else {}), "runs": runs}
         print(f"  {label:15s} {options}: gate on in {out[label]['gate_on']} of {seeds} draws, targets met in "
               f"{len(on_target)} (gate on in {out[label]['gate_on_where_targets_met']} of those): "
               f"{[r['gate_p'] for r in runs]}", flush=True)
     return out
+
+
+def far_tail_and_cut_gate_p(result) -> float:
+    """The gate as it was before the ladder of tail levels, on the same views: the excess beyond every old row
+    and at the cut alone, Bonferroni-corrected over those two levels and the single views."""
+    singles = {name: pair for name, pair in result.views.items() if name != "combined"}
+    smallest = 1.0
+    for scores, old in singles.values():
+        p_value, n_old = conformal_p(scores, old), len(old)
+        levels = sorted({1, tail_levels(n_old, FALSE_NOVEL_RATE)[-1]})
+        counts = [int((p_value <= j / (n_old + 1) + 1e-12).sum()) for j in levels]
+        smallest = min(smallest, float(level_p(np.array(counts), n_old, len(p_value), levels).min()) * len(levels))
+    return min(1.0, smallest * len(singles))
 
 
 def reference_sizes(emb: dict[str, np.ndarray], seeds: int = 4, sizes=(175, 500, 1000, N_REFERENCE)) -> dict:
@@ -337,8 +357,7 @@ def reference_sizes(emb: dict[str, np.ndarray], seeds: int = 4, sizes=(175, 500,
 
 def target_bound(n_same: int, share: float, n_old: int, views: int) -> tuple[float, float]:
     """For a view that just meets the targets (80 % of the foreign rows and 5 % of the others beyond the cut,
-    none beyond every old row): the gate's p-value (its own test, corrected for its ``views`` and two tail
-    levels), and the p-value of the test at the cut alone, uncorrected. When even the second is above the
+    none further out): the gate's p-value (its own test, corrected for its ``views``), and the p-value of the test at the cut alone, uncorrected. When even the second is above the
     gate's bar, no gate at that false-on rate lets every signal that meets the targets through: the excess at
     the cut is within the noise of how many old candidates fall beyond it."""
     n_foreign = round(n_same * share / (1 - share))
