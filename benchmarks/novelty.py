@@ -59,7 +59,6 @@ from bench_env import CORPORA, HERE, write_result  # first: offline models, the 
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
-from scipy.stats import nhypergeom  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from sft_assets.core.cache import RowCache, namespace_for  # noqa: E402
@@ -365,7 +364,7 @@ def target_bound(n_same: int, share: float, n_old: int, views: int) -> tuple[flo
     beyond = round(FALSE_NOVEL_RATE * n_same) + math.ceil(0.8 * n_foreign)
     p_value = np.r_[np.full(beyond, j_cut / (n_old + 1)), np.ones(n_same + n_foreign - beyond)]
     return min(1.0, excess_test(p_value, n_old, FALSE_NOVEL_RATE)[0] * views), float(
-        nhypergeom.sf(beyond - 1, n_old + len(p_value), len(p_value), j_cut))
+        level_p(np.array([beyond]), n_old, len(p_value), [j_cut])[0])
 
 
 def target_bounds(views: int) -> list[dict]:
