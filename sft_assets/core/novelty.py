@@ -62,7 +62,8 @@ cut: a minority shows where it lies, not only where it is diluted by the
 old candidates at the cut), takes the smallest of those tail chances, and
 reads it against the law that smallest follows in simulated all-old pools
 (a Bonferroni correction over the levels, which are nested and so move
-together, would call an all-old pool novel at 5 % in 3.3 % of pools, not 5 %).
+together, would be timid: it calls all-old pools novel less often than its
+level says).
 The same scores, read from the top, find more data like the seeds
 (``most_like_reference``).
 
