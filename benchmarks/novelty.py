@@ -65,6 +65,7 @@ from sft_assets.core.cache import RowCache, namespace_for  # noqa: E402
 from sft_assets.core.embed import load_sentence_model  # noqa: E402
 from sft_assets.core.embedding_cache import embed_with_cache  # noqa: E402
 from sft_assets.core.novelty import (FALSE_NOVEL_RATE, FOCUS, GATE_SIGNIFICANCE, HOLDOUT_FRACTION,  # noqa: E402
+                                     SINGLE_VIEWS,
                                      conformal_p, excess_test, level_p, most_like_reference, novel_mask,
                                      novelty_scores, tail_levels)
 from sft_assets.core.readers import read_file  # noqa: E402
@@ -318,14 +319,13 @@ def over_draw_seeds(emb: dict[str, np.ndarray], seeds: int, shares=SHARES[:2], s
 def far_tail_and_cut_gate_p(result) -> float:
     """The gate as it was before the ladder of tail levels, on the same views: the excess beyond every old row
     and at the cut alone, Bonferroni-corrected over those two levels and the single views."""
-    singles = {name: pair for name, pair in result.views.items() if name != "combined"}
     smallest = 1.0
-    for scores, old in singles.values():
+    for scores, old in (result.views[name] for name in SINGLE_VIEWS):
         p_value, n_old = conformal_p(scores, old), len(old)
         levels = sorted({1, tail_levels(n_old, FALSE_NOVEL_RATE)[-1]})
         counts = [int((p_value <= j / (n_old + 1) + 1e-12).sum()) for j in levels]
         smallest = min(smallest, float(level_p(np.array(counts), n_old, len(p_value), levels).min()) * len(levels))
-    return min(1.0, smallest * len(singles))
+    return min(1.0, smallest * len(SINGLE_VIEWS))
 
 
 def reference_sizes(emb: dict[str, np.ndarray], seeds: int = 4, sizes=(175, 500, 1000, N_REFERENCE)) -> dict:
@@ -356,9 +356,10 @@ def reference_sizes(emb: dict[str, np.ndarray], seeds: int = 4, sizes=(175, 500,
 
 def target_bound(n_same: int, share: float, n_old: int, views: int) -> tuple[float, float]:
     """For a view that just meets the targets (80 % of the foreign rows and 5 % of the others beyond the cut,
-    none further out): the gate's p-value (its own test, corrected for its ``views``), and the p-value of the test at the cut alone, uncorrected. When even the second is above the
-    gate's bar, no gate at that false-on rate lets every signal that meets the targets through: the excess at
-    the cut is within the noise of how many old candidates fall beyond it."""
+    none further out): the gate's p-value (its own test, corrected for its ``views``), and the p-value of the
+    test at the cut alone, uncorrected. When even the second is above the gate's bar, no gate at that
+    false-on rate lets every signal that meets the targets through: the excess at the cut is within the noise
+    of how many old candidates fall beyond it."""
     n_foreign = round(n_same * share / (1 - share))
     j_cut = tail_levels(n_old, FALSE_NOVEL_RATE)[-1]
     beyond = round(FALSE_NOVEL_RATE * n_same) + math.ceil(0.8 * n_foreign)
@@ -435,7 +436,7 @@ def main() -> None:
         "null_splits": null_splits(emb, args.null_splits),
         "larger_pool": over_draw_seeds(emb, args.seeds, shares=SHARES[:1], same=emb["larger_pool"]),
         "reference_sizes": reference_sizes(emb),
-        "target_bounds": target_bounds(len(next(iter(plotted.values()))[0].views) - 1),  # the gate's single views
+        "target_bounds": target_bounds(len(SINGLE_VIEWS)),
         "reverse": reverse_mode(emb),
         "cost": cost(emb),
         "machine": {"platform": platform.platform(), "processor": platform.processor()},

@@ -104,6 +104,8 @@ FOCUS_MIN_ROWS = 100
 # The combined view adds up the evidence of these views: each sees a small minority its own way (a far row, a
 # cluster, a direction); the plain classifier learns the majority's direction and only blurs a minority.
 COMBINED_VIEWS = ("knn", "neighbours", "focused")
+# The views the gate tests (the combined view is scored against the held-out rows alone and is never the gate's).
+SINGLE_VIEWS = ("classifier", "focused", "knn", "neighbours")
 # The combined view ranks and cuts once at least this many held-out rows lie beyond its cut (199 held-out rows at
 # the default rate): its only old rows are the held-out rows, and with fewer its cut is little more than "beyond
 # every held-out row", and calls far fewer planted foreign rows novel than the view with the strongest excess
@@ -434,11 +436,11 @@ def novelty_scores(
     split = {"classifier": old_and_new(prob[queries]), "focused": old_and_new(focused_prob[queries]),
              **{name: old_and_new(values[compared:], values[:left_out])
                 for name, values in (("knn", knn_all), ("neighbours", neighbours_all))}}
-    tested = {name: excess_test(conformal_p(scores, null), len(null), false_novel_rate)
-              for name, (null, scores) in split.items()}
+    tested = {name: excess_test(conformal_p(split[name][1], split[name][0]), len(split[name][0]), false_novel_rate)
+              for name in SINGLE_VIEWS}
     gate_view = min(tested, key=lambda name: (tested[name][0], -tested[name][1]))
     gate_p, at_cut, expected = tested[gate_view]
-    gate_p = min(1.0, gate_p * len(split))
+    gate_p = min(1.0, gate_p * len(SINGLE_VIEWS))
     usable = gate_p <= gate_significance
     gate = None if usable else f"{at_cut / n_cand:.1%} novel, {false_novel_rate:.0%} expected (p={gate_p:.2g})"
     gate_null = split[gate_view][0]
@@ -454,7 +456,7 @@ def novelty_scores(
         f"); old rows alone would put about {expected:.0f} there; excess p={gate_p:.2g}"
         + ("" if usable else f" > {gate_significance:g}: the candidates look like the reference, no novelty "
                              f"filtering; " + enough_to_prove(n_cand, len(gate_null), false_novel_rate,
-                                                              gate_significance, len(split))) + ")"
+                                                              gate_significance, len(SINGLE_VIEWS))) + ")"
         + ("" if view == gate_view else f"; {'ranked and cut' if usable else 'it would be ranked and cut'} by the "
                                         f"combined view ({' + '.join(COMBINED_VIEWS)}, against the {n_held} "
                                         f"held-out rows): {share:.1%} novel"))
