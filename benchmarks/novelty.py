@@ -65,9 +65,8 @@ from sft_assets.core.cache import RowCache, namespace_for  # noqa: E402
 from sft_assets.core.embed import load_sentence_model  # noqa: E402
 from sft_assets.core.embedding_cache import embed_with_cache  # noqa: E402
 from sft_assets.core.novelty import (FALSE_NOVEL_RATE, FOCUS, GATE_SIGNIFICANCE, HOLDOUT_FRACTION,  # noqa: E402
-                                     SINGLE_VIEWS,
-                                     conformal_p, excess_test, level_p, most_like_reference, novel_mask,
-                                     novelty_scores, tail_levels)
+                                     SINGLE_VIEWS, conformal_p, excess_test, level_p, most_like_reference,
+                                     novel_mask, novelty_scores, tail_counts, tail_levels)
 from sft_assets.core.readers import read_file  # noqa: E402
 from sft_assets.core.records import detect_lang, embedding_texts  # noqa: E402
 
@@ -323,8 +322,8 @@ def far_tail_and_cut_gate_p(result) -> float:
     for scores, old in (result.views[name] for name in SINGLE_VIEWS):
         p_value, n_old = conformal_p(scores, old), len(old)
         levels = sorted({1, tail_levels(n_old, FALSE_NOVEL_RATE)[-1]})
-        counts = [int((p_value <= j / (n_old + 1) + 1e-12).sum()) for j in levels]
-        smallest = min(smallest, float(level_p(np.array(counts), n_old, len(p_value), levels).min()) * len(levels))
+        counts = tail_counts(p_value, n_old, levels)
+        smallest = min(smallest, float(level_p(counts, n_old, len(p_value), levels).min()) * len(levels))
     return min(1.0, smallest * len(SINGLE_VIEWS))
 
 

@@ -160,8 +160,8 @@ def _as_matrix(emb, name: str) -> np.ndarray:
 def _unusable(n_cand: int, gate: str, message: str, rate: float) -> NoveltyResult:
     """Nothing could be measured: no candidate is called novel (p-value 1), and the gate says why."""
     return NoveltyResult(score=np.zeros(n_cand), p_value=np.ones(n_cand), holdout_score=np.zeros(0), auc=None,
-                         usable=False, gate=gate, view=None, gate_view=None, views={}, k_folds=0, false_novel_rate=rate,
-                         novel_share=0.0, gate_p=None, message=message)
+                         usable=False, gate=gate, view=None, gate_view=None, views={}, k_folds=0,
+                         false_novel_rate=rate, novel_share=0.0, gate_p=None, message=message)
 
 
 def row_draws(n_ref: int, n_cand: int, keys: Sequence[str] | None = None, seed: int = 0) -> np.ndarray:
@@ -349,6 +349,11 @@ def enough_to_prove(n_cand: int, n_old: int, rate: float, significance: float, v
             else f"not even all {n_cand} beyond the cut would have been enough")
 
 
+def tail_counts(p_value: np.ndarray, n_old: int, levels: Sequence[int]) -> np.ndarray:
+    """Per level j: the candidates beyond the j-th of ``n_old`` old rows (conformal p <= j / (n_old + 1))."""
+    return np.array([int((p_value <= j / (n_old + 1) + 1e-12).sum()) for j in levels])
+
+
 def excess_test(p_value: np.ndarray, n_old: int, rate: float) -> tuple[float, int, float]:
     """One-sided p-value that more candidates lie beyond the ``n_old`` old rows than old rows would put
     there: the smallest ``level_p`` over ``tail_levels``, read against its law in all-old pools
@@ -356,8 +361,7 @@ def excess_test(p_value: np.ndarray, n_old: int, rate: float) -> tuple[float, in
     put there."""
     n = len(p_value)
     levels = tail_levels(n_old, rate)
-    counts = np.array([int((p_value <= j / (n_old + 1) + 1e-12).sum()) for j in levels])
-    observed = float(level_p(counts, n_old, n, levels).min())
+    observed = float(level_p(tail_counts(p_value, n_old, levels), n_old, n, levels).min())
     at_cut = int((p_value <= rate + 1e-12).sum())
     return float(chance_of_smallest(observed, n_old, n, levels)), at_cut, n * levels[-1] / (n_old + 1)
 
@@ -436,18 +440,18 @@ def novelty_scores(
     split = {"classifier": old_and_new(prob[queries]), "focused": old_and_new(focused_prob[queries]),
              **{name: old_and_new(values[compared:], values[:left_out])
                 for name, values in (("knn", knn_all), ("neighbours", neighbours_all))}}
-    tested = {name: excess_test(conformal_p(split[name][1], split[name][0]), len(split[name][0]), false_novel_rate)
-              for name in SINGLE_VIEWS}
+    p_single = {name: conformal_p(split[name][1], split[name][0]) for name in SINGLE_VIEWS}
+    tested = {name: excess_test(p_single[name], len(split[name][0]), false_novel_rate) for name in SINGLE_VIEWS}
     gate_view = min(tested, key=lambda name: (tested[name][0], -tested[name][1]))
     gate_p, at_cut, expected = tested[gate_view]
     gate_p = min(1.0, gate_p * len(SINGLE_VIEWS))
     usable = gate_p <= gate_significance
     gate = None if usable else f"{at_cut / n_cand:.1%} novel, {false_novel_rate:.0%} expected (p={gate_p:.2g})"
     gate_null = split[gate_view][0]
-    views = split | {"combined": combined_view({name: split[name] for name in COMBINED_VIEWS}, n_held)}
+    views = split | {"combined": combined_view({name: split[name][0] for name in COMBINED_VIEWS}, p_single, n_held)}
     view = ("combined" if tail_levels(n_held, false_novel_rate)[-1] >= COMBINED_MIN_TAIL_ROWS else gate_view)
     null, scores = views[view]
-    p_cand = conformal_p(scores, null)
+    p_cand = p_single[view] if view in p_single else conformal_p(scores, null)
     share = float(novel_mask(p_cand, false_novel_rate).mean())
     message = (
         f"gate view: {gate_view} ({', '.join(f'{n} {tested[n][1]}' for n in split)} of {n_cand} candidates less "
@@ -466,14 +470,16 @@ def novelty_scores(
                          message=message)
 
 
-def combined_view(views: dict[str, tuple[np.ndarray, np.ndarray]], n_held: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fisher's sum of log conformal p-values over ``views`` (name -> (old rows' scores, candidates')): low = unlike
-    the reference in every view at once. Only the ``n_held`` held-out rows are scored in every view, so they are
-    the old rows here, each read against its view's other old rows as a candidate is against all of them."""
+def combined_view(nulls: dict[str, np.ndarray], p_values: dict[str, np.ndarray], n_held: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Fisher's sum of log conformal p-values over the views in ``nulls`` (name -> old rows' scores; ``p_values``:
+    name -> the candidates' conformal p-values against them): low = unlike the reference in every view at once.
+    Only the ``n_held`` held-out rows are scored in every view, so they are the old rows here, each read against
+    its view's other old rows as a candidate is against all of them."""
     old, new = np.zeros(n_held), 0.0
-    for null, scores in views.values():
+    for name, null in nulls.items():
         old = old + np.log(np.searchsorted(np.sort(null), null[:n_held], side="right") / len(null))
-        new = new + np.log(conformal_p(scores, null))
+        new = new + np.log(p_values[name])
     return old, new
 
 
