@@ -32,7 +32,11 @@ p-values); its only old rows are the held-out rows (the one set scored in all
 three), so it ranks and cuts once enough of them lie beyond its cut, as with a
 large curated set; with a small one the view with the strongest excess still
 does (benchmarks/results/novelty.json: ``ranking``, ``reference_sizes``). The
-gate tests the four single views in either case.
+gate tests the four single views in either case. Given the rows' text lengths,
+the combined view also adds up a length view's evidence: how far a row's log
+length lies from the reference's median, either way (``length_likeness``;
+benchmarks/results/novelty.json: ``without_length``). It is not one of the gate's views: a length alone is no
+proof that the candidates hold another kind of data.
 
 Neither raw score has a meaning on its own (balanced class weights put
 same-distribution rows near 0.5, and similarity levels depend on the domain),
@@ -381,12 +385,15 @@ def novelty_scores(
     fit_predict: FitPredict | None = None,
     keys: Sequence[str] | None = None,
     reference_rows_as_old: bool = True,
+    lengths: np.ndarray | None = None,
 ) -> NoveltyResult:
     """Score candidates against the reference (see the module docstring); ``fit_predict`` replaces the
     logistic classifier (e.g. a fine-tuned transformer; rows index the reference, then the candidates).
     ``keys``: one per reference row, then per candidate (record ids), for ``row_draws``.
     ``reference_rows_as_old``: the kNN views' compared reference rows, each scored against the others, join
     their old rows (False: the held-out rows alone, as the classifier views have).
+    ``lengths``: the characters of each row's text, reference rows then candidates; given, the combined view also
+    adds up the length view's evidence (``length_likeness``).
 
     Each single view is read as conformal p-values against its old rows; the gate tests the one with the
     strongest excess of candidates beyond them (a small foreign minority shows in the kNN and focused views, a
@@ -400,6 +407,8 @@ def novelty_scores(
         raise ValueError(f"embedding dimensions differ: reference {ref.shape[1]}, candidates {cand.shape[1]}")
     if not 0.0 < false_novel_rate < 1.0:
         raise ValueError(f"false_novel_rate must be in (0, 1), got {false_novel_rate}")
+    if lengths is not None and len(lengths) != n_ref + n_cand:
+        raise ValueError(f"lengths: one per reference row then candidate ({n_ref + n_cand}), got {len(lengths)}")
     if n_cand == 0:
         return _unusable(0, "no candidates", "no candidates to score", false_novel_rate)
     if n_ref == 0:
@@ -440,7 +449,13 @@ def novelty_scores(
     split = {"classifier": old_and_new(prob[queries]), "focused": old_and_new(focused_prob[queries]),
              **{name: old_and_new(values[compared:], values[:left_out])
                 for name, values in (("knn", knn_all), ("neighbours", neighbours_all))}}
-    p_single = {name: conformal_p(split[name][1], split[name][0]) for name in SINGLE_VIEWS}
+    combined_views = COMBINED_VIEWS
+    if lengths is not None:
+        likeness = length_likeness(lengths, train_rows)
+        # the reference rows are old rows here too, as in the kNN views (the median is the one fitted value)
+        split["length"] = old_and_new(likeness[queries], likeness[train_rows] if left_out else np.zeros(0))
+        combined_views += ("length",)
+    p_single = {name: conformal_p(new, old) for name, (old, new) in split.items()}
     tested = {name: excess_test(p_single[name], len(split[name][0]), false_novel_rate) for name in SINGLE_VIEWS}
     gate_view = min(tested, key=lambda name: (tested[name][0], -tested[name][1]))
     gate_p, at_cut, expected = tested[gate_view]
@@ -448,13 +463,13 @@ def novelty_scores(
     usable = gate_p <= gate_significance
     gate = None if usable else f"{at_cut / n_cand:.1%} novel, {false_novel_rate:.0%} expected (p={gate_p:.2g})"
     gate_null = split[gate_view][0]
-    views = split | {"combined": combined_view({name: split[name][0] for name in COMBINED_VIEWS}, p_single, n_held)}
+    views = split | {"combined": combined_view({name: split[name][0] for name in combined_views}, p_single, n_held)}
     view = ("combined" if tail_levels(n_held, false_novel_rate)[-1] >= COMBINED_MIN_TAIL_ROWS else gate_view)
     null, scores = views[view]
     p_cand = p_single[view] if view in p_single else conformal_p(scores, null)
     share = float(novel_mask(p_cand, false_novel_rate).mean())
     message = (
-        f"gate view: {gate_view} ({', '.join(f'{n} {tested[n][1]}' for n in split)} of {n_cand} candidates less "
+        f"gate view: {gate_view} ({', '.join(f'{n} {tested[n][1]}' for n in SINGLE_VIEWS)} of {n_cand} candidates less "
         f"like the reference than {1 - false_novel_rate:.0%} of {len(gate_null)} old rows ({n_held} held-out "
         f"reference rows{'' if len(gate_null) == n_held else ' and each compared reference row against the others'}"
         f"); old rows alone would put about {expected:.0f} there; excess p={gate_p:.2g}"
@@ -462,7 +477,7 @@ def novelty_scores(
                              f"filtering; " + enough_to_prove(n_cand, len(gate_null), false_novel_rate,
                                                               gate_significance, len(SINGLE_VIEWS))) + ")"
         + ("" if view == gate_view else f"; {'ranked and cut' if usable else 'it would be ranked and cut'} by the "
-                                        f"combined view ({' + '.join(COMBINED_VIEWS)}, against the {n_held} "
+                                        f"combined view ({' + '.join(combined_views)}, against the {n_held} "
                                         f"held-out rows): {share:.1%} novel"))
     return NoveltyResult(score=scores, p_value=p_cand, holdout_score=null, auc=auc, usable=usable, gate=gate,
                          view=view, gate_view=gate_view, views={n: (c, h) for n, (h, c) in views.items()},
@@ -481,6 +496,15 @@ def combined_view(nulls: dict[str, np.ndarray], p_values: dict[str, np.ndarray],
         old = old + np.log(np.searchsorted(np.sort(null), null[:n_held], side="right") / len(null))
         new = new + np.log(p_values[name])
     return old, new
+
+
+def length_likeness(lengths: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
+    """Minus how far each row's log text length lies from the median of the reference rows trained on, either
+    way (higher = more like the reference). Another source often writes longer or shorter prompts than the
+    reference (gsm8k's word problems, AlpacaEval's requests; Chinese in fewer characters), a difference the
+    embedding views see only in part; the median, not fitted on the held-out rows, leaves them old rows."""
+    log_length = np.log1p(np.asarray(lengths, dtype=float))
+    return -np.abs(log_length - np.median(log_length[train_rows]))
 
 
 def novel_mask(p_value: np.ndarray, false_novel_rate: float = FALSE_NOVEL_RATE) -> np.ndarray:

@@ -76,9 +76,9 @@ def classify_novelty(config: NoveltyConfig, candidate_pool: pl.DataFrame, embedd
                      curated_reference: pl.DataFrame) -> NoveltyResult:
     reference = vectors_of(curated_reference) if curated_reference.height else np.zeros((0, 1), np.float32)
     candidates = pool_vectors(candidate_pool, embeddings)
+    texts = embedding_texts(curated_reference) + candidate_pool["text"].to_list()
     fit_predict = None
     if config.method == "fine_tuned_classifier":
-        texts = embedding_texts(curated_reference) + candidate_pool["text"].to_list()
         fit_predict = fine_tuned_fit_predict(texts, backbone=config.backbone, steps=config.fine_tune_steps,
                                              max_length=config.fine_tune_max_length, seed=config.seed)
     if not len(reference):
@@ -87,7 +87,7 @@ def classify_novelty(config: NoveltyConfig, candidate_pool: pl.DataFrame, embedd
     return score_novelty(reference, candidates, k_folds=config.k_folds, seed=config.seed,
                          false_novel_rate=config.false_novel_rate, gate_significance=config.gate_significance,
                          holdout_fraction=config.holdout_fraction, fit_predict=fit_predict,
-                         keys=keys + candidate_pool["record_id"].to_list())
+                         keys=keys + candidate_pool["record_id"].to_list(), lengths=np.array([len(t) for t in texts]))
 
 
 def novelty_frame(record_ids: pl.Series, result: NoveltyResult, keep: str = "novel") -> pl.DataFrame:
@@ -113,7 +113,8 @@ def novelty_frame(record_ids: pl.Series, result: NoveltyResult, keep: str = "nov
     "pool = 0; or a fine-tuned sequence classifier by config), the same trained on the rows least like the "
     "curated set, and the kNN similarity and neighbour share to the curated rows, each read against old rows: "
     "held-out curated rows scored as candidates, and for the kNN views every compared curated row scored against "
-    "the others. A combined view adds up the last three views' evidence and ranks and cuts once the curated set "
+    "the others. A combined view adds up the last three views' evidence and a text length view's (how far a row's "
+    "length lies from the curated rows' median) and ranks and cuts once the curated set "
     "holds enough held-out rows (about 1,000 curated rows); below that the view the gate tests does. "
     "novelty_prob = the share of old rows at most as like the reference (novel when <= false_novel_rate); null, "
     "with the reason in novelty_gate, when in no single view more candidates lie beyond the old rows than old "

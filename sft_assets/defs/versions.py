@@ -19,7 +19,7 @@ import dagster as dg
 CODE_VERSIONS = {
     "raw_records": "1", "quarantined_records": "1", "embeddings": "1",
     "candidate_pool": "1", "near_duplicates": "1", "topic_clusters": "1", "diverse_subset": "2",
-    "curated_reference": "1", "novelty_scores": "8",
+    "curated_reference": "1", "novelty_scores": "9",
     "quality_model": "3", "quality_labels": "2", "ppl_scores": "1", "option_probabilities": "1",
     "selection_decisions": "2", "sft_dataset": "1", "rm_dataset": "1", "ppo_prompts": "1", "ppo_ptx": "1",
     "exports": "2", "generated_instructions": "1", "selection_report": "1",

@@ -52,19 +52,37 @@ def test_the_gate_decision_reaches_the_table(seeds_and_gsm8k):
     assert frame["novelty_gate"].to_list() == [old.gate] * frame.height and "expected" in old.gate
 
 
-def test_fine_tuned_classifier_option_finds_the_foreign_domain(seeds_and_gsm8k):
-    """The seed's transformer judge, by config, in the same out-of-fold loop: gsm8k maths against the
-    Self-Instruct seeds scores as less like the reference than other seed tasks do."""
+def asset_inputs(seeds_and_gsm8k, n_reference: int, n_each: int):
+    """The first ``n_reference`` seeds as the curated reference; a pool of ``n_each`` gsm8k problems, then as
+    many other seeds, with their vectors, as the asset gets them."""
     from sft_assets.core.embedding_cache import embeddings_frame
     from sft_assets.core.records import embedding_texts
     from sft_assets.core.vectors import EmbeddingVectors
 
     (seeds, seed_vecs), (gsm8k, gsm8k_vecs) = seeds_and_gsm8k["seeds"], seeds_and_gsm8k["gsm8k"]
-    reference = seeds.head(100).join(embeddings_frame(seeds["record_id"][:100], seed_vecs[:100], "m")
-                                     .select("record_id", "embedding"), on="record_id", maintain_order="left")
-    candidates = pl.concat([gsm8k.head(12), seeds.slice(100, 12)])
+    reference_vectors = embeddings_frame(seeds["record_id"][:n_reference], seed_vecs[:n_reference], "m")
+    reference = seeds.head(n_reference).join(reference_vectors.select("record_id", "embedding"), on="record_id",
+                                             maintain_order="left")
+    candidates = pl.concat([gsm8k.head(n_each), seeds.slice(n_reference, n_each)])
     pool = candidates.select("record_id", text=pl.Series(embedding_texts(candidates)))
-    vectors = EmbeddingVectors((pool["record_id"],), (np.vstack([gsm8k_vecs[:12], seed_vecs[100:112]]),))
+    vectors = EmbeddingVectors((pool["record_id"],), (np.vstack([gsm8k_vecs[:n_each],
+                                                                 seed_vecs[n_reference:n_reference + n_each]]),))
+    return pool, vectors, reference
+
+
+def test_the_pool_texts_lengths_reach_the_length_view(seeds_and_gsm8k):
+    """The asset passes every row's text length on: gsm8k's word problems lie further from the seeds' median
+    length than other seed tasks do (fault planted: no lengths passed, and the view is missing)."""
+    pool, vectors, reference = asset_inputs(seeds_and_gsm8k, 120, 40)
+    result = novelty.classify_novelty(novelty.NoveltyConfig(), pool, vectors, reference)
+    likeness = result.views["length"][0]
+    assert likeness[:40].mean() < likeness[40:].mean()
+
+
+def test_fine_tuned_classifier_option_finds_the_foreign_domain(seeds_and_gsm8k):
+    """The seed's transformer judge, by config, in the same out-of-fold loop: gsm8k maths against the
+    Self-Instruct seeds scores as less like the reference than other seed tasks do."""
+    pool, vectors, reference = asset_inputs(seeds_and_gsm8k, 100, 12)
     config = novelty.NoveltyConfig(method="fine_tuned_classifier", k_folds=2, fine_tune_steps=30)
     result = novelty.classify_novelty(config, pool, vectors, reference)
     assert result.k_folds == 2 and result.auc is not None
