@@ -6,10 +6,12 @@ distribution) plus foreign rows planted at 1 %, 5 % and 20 % of the candidates, 
 - alpaca_zh (Chinese; MiniLM is an English model); only rows in Chinese (``detect_lang``): about one in ten
   alpaca_zh rows was left untranslated, and those are alpaca_en rows, not foreign ones,
 - alpaca_eval instructions (user-oriented and chat requests: the hard case).
+Each row is scored as the pipeline scores it: its vector and its text's length (``novelty_scores(lengths=)``).
 For each, the ranking AUC of the novelty score (foreign against same-distribution candidates), the share of
 foreign rows called novel at the default cut, the share of same-distribution rows called novel, the view
 used (the combined view: the reference is large), the view the gate tested and its decision; the same
-figures for each view alone.
+figures for each view alone (the length view alone is the trivial baseline: how far a row's length lies from
+the reference's median), and the combined view without the length view (``without_length``), on the same views.
 Also:
 - focus: the focused view's classifier trained on every candidate (focus 1.0: the plain classifier) against
   smaller shares of the candidates least like the reference by kNN (``core.novelty.FOCUS``), at 1 % and 5 %;
@@ -24,7 +26,7 @@ Also:
   each gate p-value, the one the former gate (the far tail and the cut alone, Bonferroni over the two) gives on
   the same views (``far_tail_and_cut``);
 - ranking: those per-case summaries side by side, view used against the gate's view, at the default held-out
-  share and in the larger pool;
+  share and in the larger pool, and the combined view without the length view beside them;
 - reference sizes: the same two side by side against 175 (the shared corpora's curated seeds), 500, 1,000 and
   4,000 alpaca_en reference rows, which decides when the combined view's held-out rows are enough for it to
   rank and cut (``COMBINED_MIN_TAIL_ROWS``);
@@ -55,6 +57,7 @@ import math
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench_env import CORPORA, HERE, write_result  # first: offline models, the package on sys.path
@@ -69,9 +72,10 @@ from sklearn.neural_network import MLPClassifier  # noqa: E402
 from sft_assets.core.cache import RowCache, namespace_for  # noqa: E402
 from sft_assets.core.embed import load_sentence_model  # noqa: E402
 from sft_assets.core.embedding_cache import embed_with_cache  # noqa: E402
-from sft_assets.core.novelty import (FALSE_NOVEL_RATE, FOCUS, GATE_SIGNIFICANCE, HOLDOUT_FRACTION,  # noqa: E402
-                                     SINGLE_VIEWS, conformal_p, excess_test, level_p, most_like_reference,
-                                     novel_mask, novelty_scores, tail_counts, tail_levels)
+from sft_assets.core.novelty import (COMBINED_VIEWS, FALSE_NOVEL_RATE, FOCUS, GATE_SIGNIFICANCE,  # noqa: E402
+                                     HOLDOUT_FRACTION, SINGLE_VIEWS, combined_view, conformal_p, excess_test,
+                                     level_p, most_like_reference, novel_mask, novelty_scores, tail_counts,
+                                     tail_levels)
 from sft_assets.core.readers import read_file  # noqa: E402
 from sft_assets.core.records import detect_lang, embedding_texts  # noqa: E402
 
@@ -103,7 +107,30 @@ def shuffled(frame: pl.DataFrame, rows: int) -> pl.DataFrame:
                                                                                seed=0).head(rows)
 
 
-def embeddings(scratch: Path) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class Rows:
+    """Embedded rows and their texts' lengths (``novelty_scores(lengths=)``), sliced and stacked together."""
+    vectors: np.ndarray
+    lengths: np.ndarray
+
+    def __getitem__(self, index) -> Rows:
+        return Rows(self.vectors[index], self.lengths[index])
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+
+def stack(*parts: Rows) -> Rows:
+    return Rows(np.vstack([part.vectors for part in parts]), np.concatenate([part.lengths for part in parts]))
+
+
+def score(reference: Rows, candidates: Rows, **options):
+    """``novelty_scores`` as the pipeline calls it: the vectors and the texts' lengths."""
+    return novelty_scores(reference.vectors, candidates.vectors, lengths=np.r_[reference.lengths, candidates.lengths],
+                          **options)
+
+
+def embeddings(scratch: Path) -> dict[str, Rows]:
     frames = {"alpaca_en": shuffled(read_folder("alpaca_en"), N_REFERENCE + N_SAME + N_LARGER)}
     frames["gsm8k"] = shuffled(read_folder("gsm8k"), N_FOREIGN)
     chinese = read_folder("alpaca_zh")
@@ -115,8 +142,9 @@ def embeddings(scratch: Path) -> dict[str, np.ndarray]:
     out = {}
     for name, frame in frames.items():
         start = time.perf_counter()
-        out[name], computed = embed_with_cache(frame["record_id"].to_list(), embedding_texts(frame), model,
-                                               MODEL_ID, cache)
+        texts = embedding_texts(frame)
+        vectors, computed = embed_with_cache(frame["record_id"].to_list(), texts, model, MODEL_ID, cache)
+        out[name] = Rows(vectors, np.array([len(text) for text in texts]))
         print(f"  {name}: {frame.height} rows, {computed} embedded in {time.perf_counter() - start:.1f} s",
               flush=True)
     out["larger_pool"] = out["alpaca_en"][N_REFERENCE + N_SAME:]
@@ -147,11 +175,23 @@ def figures(result, is_foreign: np.ndarray, views: bool = True) -> dict:
             "views": {name: figures_of(*pair, is_foreign) for name, pair in result.views.items()}}
 
 
+def without_length(result) -> tuple[np.ndarray, np.ndarray]:
+    """The combined view of the embedding views alone, as it was before the length view joined it, on the same
+    views: the candidates' scores and the held-out rows'."""
+    views = {name: result.views[name] for name in COMBINED_VIEWS}
+    old, new = combined_view({name: old for name, (_, old) in views.items()},
+                             {name: conformal_p(new, old) for name, (new, old) in views.items()},
+                             len(result.views["combined"][1]))
+    return new, old
+
+
 def ranking_summary(runs: list[dict]) -> dict:
     """Over the draws: mean and worst AUC, mean foreign recall, worst same-distribution share and the draws that
-    meet the targets, for the view used and for the single view with the strongest excess (the gate's)."""
+    meet the targets, for the view used, for the single view with the strongest excess (the gate's) and for the
+    combined view without the length view."""
     out = {}
-    for label, pick in (("view_used", lambda r: r), ("strongest_single", lambda r: r["strongest_single"])):
+    for label, pick in (("view_used", lambda r: r), ("strongest_single", lambda r: r["strongest_single"]),
+                        ("without_length", lambda r: r["without_length"])):
         rows = [pick(r) for r in runs]
         out[label] = {"auc_mean": round(float(np.mean([r["auc"] for r in rows])), 3),
                       "auc_min": min(r["auc"] for r in rows),
@@ -166,17 +206,17 @@ def meets_targets(row: dict) -> bool:
     return "auc" in row and row["auc"] >= 0.9 and row["foreign_called_novel"] >= 0.8 and row["same_called_novel"] <= 0.1
 
 
-def planted_candidates(emb: dict[str, np.ndarray], name: str | None, share: float,
-                       same: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def planted_candidates(emb: dict[str, Rows], name: str | None, share: float,
+                       same: Rows | None = None) -> tuple[Rows, np.ndarray]:
     """The same-distribution rows (default: the N_SAME after the reference) plus ``name``'s rows planted at
     ``share`` of the candidates (None: none), and which candidates are foreign."""
     same = emb["alpaca_en"][N_REFERENCE:] if same is None else same
     n = 0 if name is None else round(len(same) * share / (1 - share))
-    candidates = same if name is None else np.vstack([same, emb[name][:n]])
+    candidates = same if name is None else stack(same, emb[name][:n])
     return candidates, np.r_[np.zeros(len(same), bool), np.ones(n, bool)]
 
 
-def planted(emb: dict[str, np.ndarray]) -> tuple[dict, dict]:
+def planted(emb: dict[str, Rows]) -> tuple[dict, dict]:
     reference = emb["alpaca_en"][:N_REFERENCE]
     rows, plotted = {}, {}
     for name in FOREIGN:
@@ -184,17 +224,18 @@ def planted(emb: dict[str, np.ndarray]) -> tuple[dict, dict]:
             candidates, is_foreign = planted_candidates(emb, name, share)
             n = int(is_foreign.sum())
             start = time.perf_counter()
-            result = novelty_scores(reference, candidates)
-            row = {"foreign_rows": n, **figures(result, is_foreign), "seconds": round(time.perf_counter() - start, 2)}
+            result = score(reference, candidates)
+            row = {"foreign_rows": n, **figures(result, is_foreign), "seconds": round(time.perf_counter() - start, 2),
+                   "without_length": figures_of(*without_length(result), is_foreign)}
             rows[f"{name}@{share:.0%}"] = row
             plotted[(name, share)] = (result, is_foreign)
             print(f"  {name:11s} {share:4.0%}: {row}", flush=True)
     return rows, plotted
 
 
-def null_case(emb: dict[str, np.ndarray]) -> dict:
+def null_case(emb: dict[str, Rows]) -> dict:
     reference, same = emb["alpaca_en"][:N_REFERENCE], emb["alpaca_en"][N_REFERENCE:]
-    result = novelty_scores(reference, same)
+    result = score(reference, same)
     out = {"candidates": len(same), "gate_usable": result.usable, "gate": result.gate,
            "gate_p": float(f"{result.gate_p:.3g}"), "same_called_novel": round(result.novel_share, 3),
            "view": result.view}
@@ -202,17 +243,17 @@ def null_case(emb: dict[str, np.ndarray]) -> dict:
     return out
 
 
-def supervised_ceiling(emb: dict[str, np.ndarray], folds: int = 5) -> dict:
+def supervised_ceiling(emb: dict[str, Rows], folds: int = 5) -> dict:
     """How far each foreign set separates from the same-distribution rows in this embedding when a classifier is
     told which rows are foreign: the cross-validated AUC of a logistic regression and of a small MLP on all
     N_FOREIGN foreign rows and the N_SAME same-distribution rows. The novelty views are never told and see the
     foreign rows as a small minority; a ranking target above this is beyond the embedding model, not the views."""
-    same = emb["alpaca_en"][N_REFERENCE:]
+    same = emb["alpaca_en"][N_REFERENCE:].vectors
     models = {"logistic": LogisticRegression(C=1.0, max_iter=3000),
               "mlp": MLPClassifier((256,), alpha=1e-2, max_iter=500, random_state=0)}
     out = {}
     for name in FOREIGN:
-        x, y = np.vstack([same, emb[name]]), np.r_[np.zeros(len(same)), np.ones(len(emb[name]))]
+        x, y = np.vstack([same, emb[name].vectors]), np.r_[np.zeros(len(same)), np.ones(len(emb[name]))]
         split = StratifiedKFold(folds, shuffle=True, random_state=0)
         out[name] = {label: round(float(roc_auc_score(y, cross_val_predict(model, x, y, cv=split,
                                                                           method="predict_proba")[:, 1])), 3)
@@ -221,14 +262,14 @@ def supervised_ceiling(emb: dict[str, np.ndarray], folds: int = 5) -> dict:
     return out
 
 
-def reverse_mode(emb: dict[str, np.ndarray]) -> dict:
+def reverse_mode(emb: dict[str, Rows]) -> dict:
     """More like the seeds: alpaca_en rows planted at 5 % among the foreign rows rank first."""
     reference, same = emb["alpaca_en"][:N_REFERENCE], emb["alpaca_en"][N_REFERENCE:]
-    foreign = np.vstack([emb[name] for name in FOREIGN])
+    foreign = stack(*(emb[name] for name in FOREIGN))
     n = round(len(foreign) * 0.05 / 0.95)
-    candidates = np.vstack([foreign, same[:n]])
+    candidates = stack(foreign, same[:n])
     is_like = np.r_[np.zeros(len(foreign), bool), np.ones(n, bool)]
-    result = novelty_scores(reference, candidates)
+    result = score(reference, candidates)
     top = most_like_reference(result.score, n)
     kept = ~called_novel(result.score, result.holdout_score)
     out = {"candidates": len(candidates), "planted_like_reference": n, "view": result.view,
@@ -240,17 +281,22 @@ def reverse_mode(emb: dict[str, np.ndarray]) -> dict:
     return out
 
 
-def cost(emb: dict[str, np.ndarray], rows: int = 100_000) -> list[dict]:
+def cost(emb: dict[str, Rows], rows: int = 100_000) -> list[dict]:
     rng = np.random.default_rng(0)
-    base = np.vstack([emb["alpaca_en"], *(emb[name] for name in FOREIGN)])
-    x = base[rng.integers(0, len(base), rows)] + rng.normal(0, 0.02, (rows, base.shape[1])).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    base = stack(emb["alpaca_en"], *(emb[name] for name in FOREIGN))
+    dims = base.vectors.shape[1]
+
+    def noisy(n: int) -> Rows:
+        picked = base[rng.integers(0, len(base), n)]
+        x = picked.vectors + rng.normal(0, 0.02, (n, dims)).astype(np.float32)
+        return Rows(x / np.linalg.norm(x, axis=1, keepdims=True), picked.lengths)
+
+    x = noisy(rows)
     out = []
     for n_ref in (500, 5000, 20000):
-        ref = base[rng.integers(0, len(base), n_ref)] + rng.normal(0, 0.02, (n_ref, base.shape[1])).astype(np.float32)
-        ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+        ref = noisy(n_ref)
         start = time.perf_counter()
-        novelty_scores(ref, x)
+        score(ref, x)
         out.append({"candidates": rows, "reference": n_ref, "seconds": round(time.perf_counter() - start, 1)})
         print(f"  cost: {out[-1]}", flush=True)
     return out
@@ -278,7 +324,7 @@ def plot(plotted: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def focus_sweep(emb: dict[str, np.ndarray], focuses=(1.0, 0.25, FOCUS, 0.05)) -> dict:
+def focus_sweep(emb: dict[str, Rows], focuses=(1.0, 0.25, FOCUS, 0.05)) -> dict:
     """The focused view's figures when its classifier trains on the ``focus`` share of candidates least like the
     reference (1.0: every candidate, the plain classifier), for the small shares where it matters."""
     reference = emb["alpaca_en"][:N_REFERENCE]
@@ -287,7 +333,7 @@ def focus_sweep(emb: dict[str, np.ndarray], focuses=(1.0, 0.25, FOCUS, 0.05)) ->
         for share in SHARES[:2]:
             candidates, is_foreign = planted_candidates(emb, name, share)
             for focus in focuses:
-                result = novelty_scores(reference, candidates, focus=focus)
+                result = score(reference, candidates, focus=focus)
                 row = figures(result, is_foreign)
                 out[f"{name}@{share:.0%} focus={focus:g}"] = row["views"]["focused"] | {
                     "view_used": row["view"], "gate_usable": row["gate_usable"]}
@@ -296,7 +342,7 @@ def focus_sweep(emb: dict[str, np.ndarray], focuses=(1.0, 0.25, FOCUS, 0.05)) ->
     return out
 
 
-def over_draw_seeds(emb: dict[str, np.ndarray], seeds: int, shares=SHARES[:2], same: np.ndarray | None = None,
+def over_draw_seeds(emb: dict[str, Rows], seeds: int, shares=SHARES[:2], same: Rows | None = None,
                     **options) -> dict:
     """The 1 % and 5 % cases and the null case under ``seeds`` draws of the held-out rows, folds and samples
     (``novelty_scores(seed=)``): a figure at the edge of what the old rows can prove lands on either side by
@@ -311,13 +357,14 @@ def over_draw_seeds(emb: dict[str, np.ndarray], seeds: int, shares=SHARES[:2], s
         candidates, is_foreign = planted_candidates(emb, name, share, same)
         runs = []
         for seed in range(seeds):
-            result = novelty_scores(reference, candidates, seed=seed, **options)
+            result = score(reference, candidates, seed=seed, **options)
             run = {"gate_usable": result.usable, "gate_p": float(f"{result.gate_p:.3g}"),
                    "gate_p_far_tail_and_cut": float(f"{far_tail_and_cut_gate_p(result):.3g}"), "view": result.view,
                    "gate_view": result.gate_view}
             if is_foreign.any():
                 run |= figures(result, is_foreign, views=False) | {"strongest_single": {
-                    "view": result.gate_view, **figures_of(*result.views[result.gate_view], is_foreign)}}
+                    "view": result.gate_view, **figures_of(*result.views[result.gate_view], is_foreign)},
+                    "without_length": figures_of(*without_length(result), is_foreign)}
             else:
                 run["same_called_novel"] = round(result.novel_share, 3)
             runs.append(run)
@@ -351,7 +398,7 @@ def far_tail_and_cut_gate_p(result) -> float:
     return min(1.0, smallest * len(SINGLE_VIEWS))
 
 
-def reference_sizes(emb: dict[str, np.ndarray], seeds: int = 4, sizes=(175, 500, 1000, N_REFERENCE)) -> dict:
+def reference_sizes(emb: dict[str, Rows], seeds: int = 4, sizes=(175, 500, 1000, N_REFERENCE)) -> dict:
     """Per reference size (the first rows of the reference) and case, over ``seeds`` draws: the figures of the
     combined view and of the gate's view, and which ranked. The combined view's only old rows are the held-out
     rows: with few of them its cut is little more than "beyond every held-out row"."""
@@ -362,7 +409,7 @@ def reference_sizes(emb: dict[str, np.ndarray], seeds: int = 4, sizes=(175, 500,
             candidates, is_foreign = planted_candidates(emb, name, share)
             runs = []
             for seed in range(seeds):
-                result = novelty_scores(emb["alpaca_en"][:size], candidates, seed=seed)
+                result = score(emb["alpaca_en"][:size], candidates, seed=seed)
                 runs.append({"view": result.view, "combined": figures_of(*result.views["combined"], is_foreign),
                              "gate_view": {"view": result.gate_view,
                                            **figures_of(*result.views[result.gate_view], is_foreign)}})
@@ -405,7 +452,7 @@ def target_bounds(views: int) -> list[dict]:
     return out
 
 
-def null_splits(emb: dict[str, np.ndarray], splits: int) -> dict:
+def null_splits(emb: dict[str, Rows], splits: int) -> dict:
     """Every candidate old, the strict way: ``splits`` random splits of the 6,000 alpaca_en rows into 4,000
     reference rows and 2,000 candidates (exchangeable by construction), each scored with the compared
     reference rows among the old rows and without. The gate should fire in about 1 % of them or fewer, and
@@ -416,8 +463,8 @@ def null_splits(emb: dict[str, np.ndarray], splits: int) -> dict:
         runs = []
         for split in range(splits):
             order = np.random.default_rng(1000 + split).permutation(len(rows))
-            result = novelty_scores(rows[order[:N_REFERENCE]], rows[order[N_REFERENCE:]], seed=split,
-                                    reference_rows_as_old=as_old)
+            result = score(rows[order[:N_REFERENCE]], rows[order[N_REFERENCE:]], seed=split,
+                           reference_rows_as_old=as_old)
             runs.append({"gate_p": float(f"{result.gate_p:.3g}"), "view": result.view,
                          "called_novel": round(result.novel_share, 3)})
         called = [r["called_novel"] for r in runs]
