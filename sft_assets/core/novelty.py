@@ -35,8 +35,10 @@ does (benchmarks/results/novelty.json: ``ranking``, ``reference_sizes``). The
 gate tests the four single views in either case. Given the rows' text lengths,
 the combined view also adds up a length view's evidence: how far a row's log
 length lies from the reference's median, either way (``length_likeness``;
-benchmarks/results/novelty.json: ``without_length``). It is not one of the gate's views: a length alone is no
-proof that the candidates hold another kind of data.
+planted gsm8k at 1 % of 2,000 alpaca_en rows: the targets met in 10 of 10
+draws, 2 without it; benchmarks/results/novelty.json, ``without_length``).
+It is not one of the gate's views: a length alone is no proof that the
+candidates hold another kind of data.
 
 Neither raw score has a meaning on its own (balanced class weights put
 same-distribution rows near 0.5, and similarity levels depend on the domain),
