@@ -27,14 +27,17 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from sft_assets.core import novelty  # noqa: E402
+from sft_assets.core.records import embedding_texts  # noqa: E402
 
 HOLD_OUT = "alpaca_en/alpaca_data-27270-30186.json"  # benchmarks/pipeline.py's incremental file
 
 
-def pool_and_reference(warehouse: Path) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, list[str]]:
-    """The candidate pool (record id, corpus), its vectors in pool order, the reference's vectors and ids."""
-    pool = pl.read_parquet(warehouse / "candidate_pool.parquet", columns=["record_id", "corpus"])
-    reference = pl.read_parquet(warehouse / "curated_reference.parquet", columns=["record_id", "embedding"])
+def pool_and_reference(warehouse: Path) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """The candidate pool (record id, corpus, text length), its vectors in pool order, the reference's vectors and
+    ids, and the reference's text lengths (what the asset passes to ``novelty_scores``)."""
+    pool = pl.read_parquet(warehouse / "candidate_pool.parquet", columns=["record_id", "corpus", "text"])
+    pool = pool.with_columns(length=pl.col("text").str.len_chars()).drop("text")
+    reference = pl.read_parquet(warehouse / "curated_reference.parquet")
     vectors = {}
     for corpus in pool["corpus"].unique().to_list():
         name = quote(corpus, safe="")
@@ -42,7 +45,8 @@ def pool_and_reference(warehouse: Path) -> tuple[pl.DataFrame, np.ndarray, np.nd
         vectors.update(zip(ids.to_list(), np.load(warehouse / "embeddings" / f"{name}.npy")))
     candidates = np.stack([vectors[r] for r in pool["record_id"].to_list()]).astype(np.float32)
     ref = np.ascontiguousarray(reference["embedding"].to_numpy(), dtype=np.float32)
-    return pool, candidates, ref, [f"reference:{k}" for k in reference["record_id"]]
+    ref_lengths = np.array([len(text) for text in embedding_texts(reference.drop("embedding"))])
+    return pool, candidates, ref, [f"reference:{k}" for k in reference["record_id"]], ref_lengths
 
 
 def permutation_draws(n_ref: int, n_cand: int, keys=None, seed: int = 0) -> np.ndarray:
@@ -56,7 +60,8 @@ def main() -> None:
     parser.add_argument("--hold-out", default=HOLD_OUT)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "novelty_stability.json")
     args = parser.parse_args()
-    pool, candidates, reference, ref_keys = pool_and_reference(args.warehouse)
+    pool, candidates, reference, ref_keys, ref_lengths = pool_and_reference(args.warehouse)
+    lengths = pool["length"].to_numpy()
     earlier = (pool["corpus"] != args.hold_out).to_numpy()
     if earlier.all():
         raise SystemExit(f"{args.hold_out} is not in the pool of {args.warehouse}")
@@ -69,7 +74,8 @@ def main() -> None:
         for step, rows in (("without", earlier), ("with", np.ones(len(ids), bool))):
             started = time.perf_counter()
             result = novelty.novelty_scores(reference, candidates[rows],
-                                            keys=ref_keys + [i for i, r in zip(ids, rows) if r])
+                                            keys=ref_keys + [i for i, r in zip(ids, rows) if r],
+                                            lengths=np.r_[ref_lengths, lengths[rows]])
             p_value = np.ones(len(ids))
             p_value[rows] = result.p_value
             runs[step] = {"result": result, "p": p_value, "seconds": time.perf_counter() - started}
