@@ -76,9 +76,11 @@ def classify_novelty(config: NoveltyConfig, candidate_pool: pl.DataFrame, embedd
                      curated_reference: pl.DataFrame) -> NoveltyResult:
     reference = vectors_of(curated_reference) if curated_reference.height else np.zeros((0, 1), np.float32)
     candidates = pool_vectors(candidate_pool, embeddings)
-    texts = embedding_texts(curated_reference) + candidate_pool["text"].to_list()
+    reference_texts = embedding_texts(curated_reference)
+    lengths = np.r_[[len(text) for text in reference_texts], candidate_pool["text"].str.len_chars().to_numpy()]
     fit_predict = None
     if config.method == "fine_tuned_classifier":
+        texts = reference_texts + candidate_pool["text"].to_list()
         fit_predict = fine_tuned_fit_predict(texts, backbone=config.backbone, steps=config.fine_tune_steps,
                                              max_length=config.fine_tune_max_length, seed=config.seed)
     if not len(reference):
@@ -87,7 +89,7 @@ def classify_novelty(config: NoveltyConfig, candidate_pool: pl.DataFrame, embedd
     return score_novelty(reference, candidates, k_folds=config.k_folds, seed=config.seed,
                          false_novel_rate=config.false_novel_rate, gate_significance=config.gate_significance,
                          holdout_fraction=config.holdout_fraction, fit_predict=fit_predict,
-                         keys=keys + candidate_pool["record_id"].to_list(), lengths=np.array([len(t) for t in texts]))
+                         keys=keys + candidate_pool["record_id"].to_list(), lengths=lengths)
 
 
 def novelty_frame(record_ids: pl.Series, result: NoveltyResult, keep: str = "novel") -> pl.DataFrame:
